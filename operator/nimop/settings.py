@@ -1,0 +1,62 @@
+"""Operator settings, from NIMOP_* environment variables (the chart sets them) or CLI flags."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch; empty means all (cluster-wide)."""
+    probe_interval_fast: float = Field(default=5.0, gt=0)
+    """Seconds between passes while a NimService is not Ready or is rolling out."""
+    probe_interval_steady: float = Field(default=30.0, gt=0)
+    """Seconds between passes while it is Ready and steady."""
+    probe_timeout: float = Field(default=2.0, gt=0)
+    probe_concurrency: int = Field(default=64, ge=1)
+    probe_mode: Literal["direct", "proxy"] = "direct"
+    """direct: dial pod IPs (the operator runs in the cluster). proxy: go through the API
+    server's pod proxy (the operator runs outside it; needs RBAC on pods/proxy)."""
+    resync_seconds: float = Field(default=600.0, gt=0)
+    """Re-apply unchanged children this often, putting back hand edits."""
+    capacity_ttl: float = Field(default=15.0, ge=0)
+    templates_dir: Path | None = None
+    """A cluster admin's own templates instead of the shipped manifests/."""
+    http_address: str = "0.0.0.0:8080"
+    """Where /healthz and /metrics are served; empty disables."""
+    watch_server_timeout: int = Field(default=300, ge=1)
+    watch_client_timeout: int = Field(default=330, ge=1)
+    peering: str = ""
+    """kopf peering name for running more than one replica (one is active); empty: standalone."""
+    priority: int = 0
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        raw: dict[str, object] = {}
+        for name in cls.model_fields:
+            value = env.get(f"NIMOP_{name.upper()}")
+            if value is None:
+                continue
+            if name == "namespaces":
+                raw[name] = tuple(n.strip() for n in value.split(",") if n.strip())
+            elif value != "" or name in ("http_address", "peering"):
+                # pydantic parses numbers and booleans strictly enough: a typo is an error,
+                # not a silent false. An empty string only means something for these two.
+                raw[name] = value
+        return cls.model_validate(raw)
+
+    def host_port(self) -> tuple[str, int] | None:
+        if not self.http_address:
+            return None
+        host, _, port = self.http_address.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)

@@ -1,0 +1,318 @@
+"""The NimService API models: examples, defaults, rejections, lenient status parsing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from nimop import models
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+MINIMAL: dict[str, Any] = {
+    "image": {"repository": "nvcr.io/nim/meta/llama-3.1-8b-instruct", "tag": "1.3.3"},
+    "model": "meta/llama-3.1-8b-instruct",
+    "authSecret": "ngc-api",
+}
+
+
+def spec(**fields: Any) -> models.NimServiceSpec:
+    return models.NimServiceSpec.model_validate({**MINIMAL, **fields})
+
+
+def example_specs() -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "NimService":
+                found.append((f"{path.stem}/{doc['metadata']['name']}", doc))
+    return found
+
+
+EXAMPLE_SPECS = example_specs()
+
+
+def test_examples_exist() -> None:
+    assert len(EXAMPLE_SPECS) >= 5
+
+
+@pytest.mark.parametrize(("name", "doc"), EXAMPLE_SPECS, ids=[n for n, _ in EXAMPLE_SPECS])
+def test_every_example_parses(name: str, doc: dict[str, Any]) -> None:
+    assert doc["apiVersion"] == "nimop.dev/v1alpha1"
+    parsed = models.NimServiceSpec.model_validate(doc["spec"])
+    assert parsed.model == doc["spec"]["model"]
+    # What the operator reads back is what Git wrote: a dump by alias round-trips.
+    dumped = parsed.model_dump(by_alias=True, exclude_unset=True)
+    assert models.NimServiceSpec.model_validate(dumped) == parsed
+
+
+# -- defaults --------------------------------------------------------------------------------------
+
+
+def test_spec_defaults() -> None:
+    s = spec()
+    assert s.image.pull_policy == "IfNotPresent"
+    assert s.image.reference == "nvcr.io/nim/meta/llama-3.1-8b-instruct:1.3.3"
+    assert s.replicas == 1
+    assert s.gpu == models.GPUSpec(count=1, product=None)
+    assert s.auth_secret_key == "NGC_API_KEY"
+    assert s.tolerations is None
+    assert s.cache is None
+    assert s.shm_size is None
+    assert s.env == []
+    assert (s.service.type, s.service.port, s.service.annotations) == ("ClusterIP", 8000, {})
+
+
+def test_probe_defaults() -> None:
+    probes = spec().probes
+    assert probes.startup.path == "/v1/health/ready"
+    assert (probes.startup.period_seconds, probes.startup.failure_threshold) == (10, 180)
+    assert probes.readiness.path == "/v1/health/ready"
+    assert (probes.readiness.period_seconds, probes.readiness.failure_threshold) == (10, 3)
+    assert probes.liveness.path == "/v1/health/live"
+    assert all(p.enabled for p in (probes.startup, probes.readiness, probes.liveness))
+
+
+def test_security_context_defaults_to_non_root_1000() -> None:
+    assert spec().security_context == models.PodSecurity(
+        run_as_user=1000, run_as_group=1000, fs_group=1000, run_as_non_root=True
+    )
+
+
+def test_rollout_defaults() -> None:
+    rollout = spec().rollout
+    assert rollout.strategy == "Auto"
+    assert rollout.auto_rollback is True
+    assert rollout.max_surge is None
+    assert rollout.max_unavailable is None
+    assert rollout.progress_deadline_seconds is None
+
+
+def test_cache_defaults_to_the_nim_cache_path() -> None:
+    assert models.CacheSpec().mount_path == "/opt/nim/.cache"
+
+
+def test_fields_accept_camel_case_and_snake_case() -> None:
+    camel = spec(shmSize="1Gi", podLabels={"a": "b"})
+    snake = spec(shm_size="1Gi", pod_labels={"a": "b"})
+    assert camel == snake
+
+
+def test_models_are_frozen() -> None:
+    s = spec()
+    with pytest.raises(ValidationError):
+        s.replicas = 3  # type: ignore[misc]
+
+
+# -- rejections ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"replicas": -1},
+        {"replicas": 1025},
+        {"gpu": {"count": -1}},
+        {"gpu": {"count": 65}},
+        {"image": {"repository": "nvcr.io/x", "tag": "1", "pullPolicy": "Sometimes"}},
+        {"image": {"repository": "nvcr.io/x", "tag": "1", "pullPolicy": "always"}},
+        {"image": {"repository": "nvcr.io/x", "tag": ""}},
+        {"image": {"repository": "nvcr.io/x", "tag": "1.3.3 "}},
+        {"image": {"repository": "nvcr.io/x", "tag": ":latest"}},
+        {"image": {"repository": "nvcr.io/x", "tag": "-dash"}},
+        {"image": {"repository": "nvcr.io/x", "tag": "a" * 129}},
+        {"image": {"repository": "nvcr.io/x@sha256", "tag": "1"}},
+        {"image": {"repository": "nvcr.io/x y", "tag": "1"}},
+        {"image": {"repository": "", "tag": "1"}},
+        {"model": "meta/llama 3"},
+        {"model": "meta/llama\n3"},
+        {"model": " meta/llama"},
+        {"model": ""},
+        {"authSecret": "Not_A_Name"},
+        {"imagePullSecrets": ["UPPER"]},
+        {"service": {"type": "ExternalName"}},
+        {"service": {"port": 0}},
+        {"service": {"port": 65536}},
+        {"tolerations": [{"operator": "Maybe"}]},
+        {"env": [{"name": "1BAD", "value": "x"}]},
+        {"env": [{"name": "HAS SPACE", "value": "x"}]},
+        {"cache": {"mountPath": "relative/path"}},
+        {"cache": {"accessMode": "ReadOnlyMany"}},
+        {"rollout": {"strategy": "BlueGreen"}},
+        {"rollout": {"progressDeadlineSeconds": 59}},
+        {"probes": {"startup": {"failureThreshold": 0}}},
+        {"probes": {"readiness": {"path": "no-slash"}}},
+        {"gpu": {"product": "has space"}},
+    ],
+)
+def test_invalid_values_are_rejected(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        spec(**fields)
+
+
+@pytest.mark.parametrize(
+    "repository", ["registry.local:5000/nim/llama", "localhost:5000/llama", "nvcr.io/nim/meta/x"]
+)
+def test_repository_may_name_a_registry_port(repository: str) -> None:
+    s = spec(image={"repository": repository, "tag": "1.3.3"})
+    assert s.image.reference == f"{repository}:1.3.3"
+
+
+@pytest.mark.parametrize("repository", ["nvcr.io/nim/llama:1", "nvcr.io/x:1.0", "localhost:5000"])
+def test_repository_with_a_tag_is_rejected(repository: str) -> None:
+    with pytest.raises(ValidationError):
+        spec(image={"repository": repository, "tag": "1.3.3"})
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {**MINIMAL, "replica": 2},
+        {**MINIMAL, "image": {**MINIMAL["image"], "digest": "sha256:abc"}},
+        {**MINIMAL, "gpu": {"count": 1, "type": "h100"}},
+        {**MINIMAL, "rollout": {"maxSurgePercent": 10}},
+        {**MINIMAL, "env": [{"name": "A", "value": "1", "valueFrom2": {}}]},
+    ],
+    ids=["spec", "image", "gpu", "rollout", "env"],
+)
+def test_unknown_fields_are_rejected(raw: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        models.NimServiceSpec.model_validate(raw)
+
+
+@pytest.mark.parametrize("missing", ["image", "model", "authSecret"])
+def test_required_fields(missing: str) -> None:
+    raw = {k: v for k, v in MINIMAL.items() if k != missing}
+    with pytest.raises(ValidationError):
+        models.NimServiceSpec.model_validate(raw)
+
+
+@pytest.mark.parametrize(
+    ("value", "as_text"), [(4, "4"), ("4", "4"), ("500m", "500m"), ("32Gi", "32Gi"), ("1.5", "1.5")]
+)
+def test_quantities_accept_ints_and_strings(value: int | str, as_text: str) -> None:
+    s = spec(
+        shmSize=value,
+        cache={"size": value},
+        resources={"requests": {"cpu": value}, "limits": {"memory": value}},
+    )
+    assert s.shm_size is not None
+    assert s.cache is not None
+    assert s.cache.size is not None
+    for parsed in (
+        s.shm_size,
+        s.cache.size,
+        s.resources.requests["cpu"],
+        s.resources.limits["memory"],
+    ):
+        assert str(parsed) == as_text
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"shmSize": "lots"},
+        {"resources": {"requests": {"memory": "32 Gi"}}},
+        {"cache": {"size": "1.2.3"}},
+        {"rollout": {"strategy": "RollingUpdate", "maxUnavailable": "abc%"}},
+        {"rollout": {"strategy": "RollingUpdate", "maxSurge": -1}},
+    ],
+    ids=["shm", "resources", "cache", "percent", "negative-surge"],
+)
+def test_invalid_quantities_are_rejected(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        spec(**fields)
+
+
+@pytest.mark.parametrize("value", [1, "1", "25%", "100%"])
+def test_surge_and_unavailable_accept_numbers_and_percentages(value: int | str) -> None:
+    rollout = models.RolloutSpec.model_validate(
+        {"strategy": "RollingUpdate", "maxSurge": value, "maxUnavailable": value}
+    )
+    assert str(rollout.max_surge) == str(rollout.max_unavailable) == str(value)
+
+
+def test_env_value_from_sources_parse() -> None:
+    s = spec(
+        env=[
+            {"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+            {"name": "B", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}},
+            {"name": "C", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        ]
+    )
+    sources = [e.value_from for e in s.env]
+    assert all(source is not None for source in sources)
+    assert sources[0] is not None
+    assert sources[0].secret_key_ref == models.KeyRef(name="s", key="k")
+
+
+# -- status ----------------------------------------------------------------------------------------
+
+CONDITION = {
+    "type": "Ready",
+    "status": "True",
+    "reason": "Serving",
+    "lastTransitionTime": "2024-01-01T00:00:00Z",
+}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        {},
+        {"conditions": "not-a-list"},
+        {"conditions": [{"type": "Ready"}]},
+        {"replicas": "many"},
+        {"rollout": {"phase": "Exploded", "targetRevision": "abc"}},
+        {"rollout": []},
+    ],
+)
+def test_unreadable_status_parses_as_empty(raw: dict[str, Any] | None) -> None:
+    assert models.parse_status(raw) == models.NimServiceStatus()
+
+
+def test_status_ignores_unknown_fields() -> None:
+    status = models.parse_status(
+        {
+            "replicas": 2,
+            "writtenByAFutureOperator": {"x": 1},
+            "conditions": [{**CONDITION, "severity": "Info"}],
+            "rollout": {"phase": "Complete", "targetRevision": "abc", "newField": True},
+        }
+    )
+    assert status.replicas == 2
+    assert status.rollout is not None
+    assert status.rollout.target_revision == "abc"
+    assert status.conditions[0].reason == "Serving"
+
+
+def test_status_reads_camel_case() -> None:
+    status = models.parse_status(
+        {
+            "observedGeneration": 3,
+            "servingReplicas": 1,
+            "replicasSummary": "1/2",
+            "servedModels": ["m"],
+        }
+    )
+    assert status.observed_generation == 3
+    assert status.serving_replicas == 1
+    assert status.replicas_summary == "1/2"
+    assert status.served_models == ["m"]
+
+
+def test_condition_lookup_by_type() -> None:
+    stalled = {**CONDITION, "type": "Stalled", "status": "False"}
+    status = models.parse_status({"conditions": [CONDITION, stalled]})
+    ready = status.condition("Ready")
+    assert ready is not None
+    assert ready.status == "True"
+    found = status.condition("Stalled")
+    assert found is not None
+    assert found.status == "False"
+    assert status.condition("Progressing") is None
+    assert models.NimServiceStatus().condition("Ready") is None

@@ -1,0 +1,104 @@
+"""The prober against real simulator servers on loopback: each verdict from a real HTTP answer."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from nimop import pods
+from nimop.probe import DirectTransport, Prober, served_models
+from nimsim import SimConfig, Simulator
+
+MODEL = "meta/llama-3.1-8b-instruct"
+
+
+def target(port_owner: str = "p") -> pods.PodFacts:
+    return pods.PodFacts(
+        name=port_owner,
+        ip="127.0.0.1",
+        revision="r",
+        model=MODEL,
+        phase="Running",
+        terminating=False,
+        running=True,
+        ready=False,
+        gate=None,
+        waiting_reason=None,
+        waiting_message="",
+        restarts=0,
+        unschedulable=None,
+        node="n",
+    )
+
+
+@pytest.fixture
+async def prober() -> AsyncIterator[Prober]:
+    p = Prober(DirectTransport(timeout=1.0, max_connections=8), concurrency=4)
+    yield p
+    await p.aclose()
+
+
+async def start(**env: str) -> Simulator:
+    config = SimConfig.from_env({"NIMSIM_HOST": "127.0.0.1", "NIM_SERVER_PORT": "0", **env})
+    sim = Simulator(config)
+    await sim.start()
+    return sim
+
+
+async def test_loading_then_serving(prober: Prober) -> None:
+    sim = await start(NIMSIM_LOAD_DELAY="0.3", NIM_SERVED_MODEL_NAME=MODEL)
+    try:
+        first = await prober.probe_pod("ns", target(), sim.port, MODEL)
+        assert first.verdict == "Loading"
+        await asyncio.sleep(0.4)
+        second = await prober.probe_pod("ns", target(), sim.port, MODEL)
+        assert second.verdict == "Serving"
+        assert second.models == (MODEL,)
+    finally:
+        await sim.stop()
+
+
+async def test_wrong_model_is_a_mismatch(prober: Prober) -> None:
+    sim = await start(NIMSIM_LOAD_DELAY="0", NIM_SERVED_MODEL_NAME="meta/llama-3.1-70b-instruct")
+    try:
+        result = await prober.probe_pod("ns", target(), sim.port, MODEL)
+        assert result.verdict == "Mismatch"
+        assert "meta/llama-3.1-70b-instruct" in result.detail
+    finally:
+        await sim.stop()
+
+
+async def test_closed_port_is_unreachable(prober: Prober) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = await prober.probe_pod("ns", target(), port, MODEL)
+    assert result.verdict == "Unreachable"
+
+
+async def test_probe_many_keys_by_pod(prober: Prober) -> None:
+    sims = [await start(NIMSIM_LOAD_DELAY="0", NIM_SERVED_MODEL_NAME=MODEL) for _ in range(3)]
+    try:
+        results = await asyncio.gather(
+            *(prober.probe("ns", [(target(f"p{i}"), MODEL)], s.port) for i, s in enumerate(sims))
+        )
+        assert all(r[f"p{i}"].serving for i, r in enumerate(results))
+    finally:
+        for s in sims:
+            await s.stop()
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('{"object":"list","data":[{"id":"a"},{"id":"b"}]}', ("a", "b")),
+        ('{"data": "nope"}', ()),
+        ("not json", ()),
+        ('{"data":[{"no_id":1}]}', ()),
+    ],
+)
+def test_served_models_is_lenient(body: str, expected: tuple[str, ...]) -> None:
+    assert served_models(body) == expected

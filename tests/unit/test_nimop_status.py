@@ -1,0 +1,241 @@
+"""Status is a pure function of observations: Ready only when verified, Stalled only for humans."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from nimop import models, pods, status
+from nimop.probe import ProbeResult
+
+NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
+SPEC = models.NimServiceSpec.model_validate(
+    {
+        "image": {"repository": "nvcr.io/nim/meta/llama-3.1-8b-instruct", "tag": "1.3.3"},
+        "model": "meta/llama-3.1-8b-instruct",
+        "authSecret": "ngc-api",
+        "replicas": 2,
+    }
+)
+
+
+def pod(name: str, revision: str = "r1", running: bool = True, **kw: Any) -> pods.PodFacts:
+    fields: dict[str, Any] = {
+        "name": name,
+        "ip": "127.1.0.1",
+        "revision": revision,
+        "model": SPEC.model,
+        "phase": "Running",
+        "terminating": False,
+        "running": running,
+        "started_once": running,
+        "ready": running,
+        "gate": None,
+        "waiting_reason": None,
+        "waiting_message": "",
+        "restarts": 0,
+        "unschedulable": None,
+        "node": "gpu-node-0",
+    }
+    fields.update(kw)
+    return pods.PodFacts(**fields)
+
+
+def deployment(
+    replicas: int = 2, ready: int = 2, generation: int = 1, observed: int = 1
+) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": generation},
+        "spec": {"replicas": replicas},
+        "status": {
+            "observedGeneration": observed,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "conditions": [
+                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
+            ],
+        },
+    }
+
+
+def complete(revision: str = "r1") -> models.RolloutStatus:
+    return models.RolloutStatus(
+        phase="Complete",
+        target_revision=revision,
+        current_revision=revision,
+        last_good_revision=revision,
+    )
+
+
+def snapshot(**overrides: Any) -> status.Snapshot:
+    base = status.Snapshot(
+        name="llama",
+        namespace="ai",
+        generation=3,
+        now=NOW,
+        spec=SPEC,
+        deployment=deployment(),
+        facts=[pod("a"), pod("b")],
+        probes={n: ProbeResult(n, "Serving", (SPEC.model,)) for n in ("a", "b")},
+        rollout=complete(),
+        desired_replicas=2,
+        live_revision="r1",
+    )
+    return replace(base, **overrides)
+
+
+def conds(s: status.Snapshot) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in status.conditions(s)}
+
+
+def test_ready_when_every_replica_serves_the_model() -> None:
+    c = conds(snapshot())
+    assert c["Ready"] == ("True", "Serving")
+    assert c["Reconciling"][0] == "False"
+    assert c["Stalled"] == ("False", "NotStalled")
+    assert c["ModelReady"] == ("True", "Serving")
+    assert c["Available"] == ("True", "MinimumReplicasAvailable")
+
+
+def test_not_ready_while_the_model_loads() -> None:
+    s = snapshot(
+        probes={"a": ProbeResult("a", "Serving", (SPEC.model,)), "b": ProbeResult("b", "Loading")}
+    )
+    c = conds(s)
+    assert c["Ready"] == ("False", "ModelLoading")
+    assert c["Reconciling"] == ("True", "ModelLoading")
+    assert c["Stalled"][0] == "False"
+
+
+def test_wrong_model_is_model_mismatch_even_if_others_serve() -> None:
+    s = snapshot(
+        probes={
+            "a": ProbeResult("a", "Serving", (SPEC.model,)),
+            "b": ProbeResult("b", "Mismatch", ("other",), "serves other"),
+        }
+    )
+    assert conds(s)["ModelReady"] == ("False", "ModelMismatch")
+    assert conds(s)["Ready"] == ("False", "ModelMismatch")
+
+
+def test_unreachable_replica() -> None:
+    s = snapshot(
+        probes={
+            "a": ProbeResult("a", "Serving", (SPEC.model,)),
+            "b": ProbeResult("b", "Unreachable", detail="ConnectError"),
+        }
+    )
+    assert conds(s)["Ready"] == ("False", "Unreachable")
+
+
+def test_not_ready_before_the_deployment_controller_catches_up() -> None:
+    s = snapshot(deployment=deployment(generation=2, observed=1))
+    assert conds(s)["Ready"] == ("False", "RolloutInProgress")
+
+
+def test_not_ready_while_rolling_out_even_if_old_pods_serve() -> None:
+    rolling = models.RolloutStatus(phase="Progressing", target_revision="r2", message="rolling")
+    s = snapshot(rollout=rolling, live_revision="r2", facts=[pod("a", "r1"), pod("b", "r1")])
+    c = conds(s)
+    assert c["Ready"][0] == "False"
+    assert c["Reconciling"][0] == "True"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"invalid": "spec.replicas: bad"}, "InvalidSpec"),
+        ({"missing": ("Secret ngc-api",)}, "SecretNotFound"),
+        ({"missing": ("PersistentVolumeClaim cache",)}, "PersistentVolumeClaimNotFound"),
+        (
+            {"rollout": complete().model_copy(update={"phase": "RolledBack", "message": "x"})},
+            "RolledBack",
+        ),
+        (
+            {
+                "rollout": complete().model_copy(
+                    update={"phase": "Failed", "failure_reason": "ImagePullBackOff"}
+                )
+            },
+            "ImagePullBackOff",
+        ),
+    ],
+)
+def test_stalled_needs_a_human(overrides: dict[str, Any], reason: str) -> None:
+    c = conds(snapshot(**overrides))
+    assert c["Stalled"] == ("True", reason)
+    assert c["Ready"] == ("False", reason)
+    assert c["Reconciling"][0] == "False"
+
+
+def test_scaled_to_zero_is_ready() -> None:
+    s = snapshot(
+        desired_replicas=0, facts=[], probes={}, deployment=deployment(replicas=0, ready=0)
+    )
+    assert conds(s)["Ready"] == ("True", "ScaledToZero")
+
+
+def test_zero_downtime_condition_follows_the_rollout_strategy() -> None:
+    one = complete().model_copy(update={"strategy": "OneAtATime"})
+    c = {x.type: x for x in status.conditions(snapshot(rollout=one, desired_replicas=1))}
+    assert c["ZeroDowntimeRollout"].status == "False"
+    assert "service is down" in c["ZeroDowntimeRollout"].message
+
+
+def test_compute_fills_counts_selector_and_endpoint() -> None:
+    new = status.compute(snapshot(), models.NimServiceStatus())
+    assert new.observed_generation == 3
+    assert new.serving_replicas == 2
+    assert new.replicas_summary == "2/2"
+    assert new.selector == "nimop.dev/nimservice=llama"
+    assert new.endpoint == "http://llama.ai.svc.cluster.local:8000"
+    assert new.served_models == [SPEC.model]
+    assert all(c.observed_generation == 3 for c in new.conditions)
+
+
+def test_transition_time_moves_only_when_status_changes() -> None:
+    first = status.compute(snapshot(), models.NimServiceStatus())
+    later = replace(
+        snapshot(),
+        now=NOW + timedelta(minutes=5),
+        probes={"a": ProbeResult("a", "Serving", (SPEC.model,)), "b": ProbeResult("b", "Loading")},
+    )
+    second = status.compute(later, first)
+    third = status.compute(replace(later, now=NOW + timedelta(minutes=6)), second)
+    ready = [s.condition("Ready") for s in (first, second, third)]
+    assert ready[0]
+    assert ready[1]
+    assert ready[2]
+    assert ready[1].last_transition_time != ready[0].last_transition_time
+    assert ready[2].last_transition_time == ready[1].last_transition_time
+
+
+def test_steady_state_computes_an_identical_status() -> None:
+    first = status.compute(snapshot(), models.NimServiceStatus())
+    again = status.compute(replace(snapshot(), now=NOW + timedelta(hours=1)), first)
+    assert status.merge_patch(status.to_api(first), status.to_api(again)) == {}
+
+
+def test_events_only_on_transitions() -> None:
+    empty = models.NimServiceStatus()
+    ready = status.compute(snapshot(), empty)
+    assert [e.reason for e in status.transitions(empty, ready)] == ["Ready"]
+    assert status.transitions(ready, ready) == []
+    broken = status.compute(snapshot(invalid="bad"), ready)
+    reasons = [(e.type, e.reason) for e in status.transitions(ready, broken)]
+    assert ("Warning", "InvalidSpec") in reasons
+    assert ("Warning", "NotReady") in reasons
+
+
+def test_merge_patch_removes_what_is_no_longer_reported() -> None:
+    assert status.merge_patch({"a": 1, "b": {"c": 1, "d": 2}}, {"b": {"c": 1}}) == {
+        "a": None,
+        "b": {"d": None},
+    }
+    assert status.merge_patch({"a": [1]}, {"a": [1, 2]}) == {"a": [1, 2]}
