@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub.add_parser(name, help=text).add_argument("--state-dir", type=Path, required=True)
 
+    demo = sub.add_parser("demo", help="lab + operator + the llama example, left running")
+    demo.add_argument("--state-dir", type=Path, required=True)
+
     endpoint = sub.add_parser("endpoint", help="print a Service's loopback URL")
     endpoint.add_argument("service", metavar="NAMESPACE/SERVICE")
     endpoint.add_argument("--port", default=None, help="port number or name (default: first)")
@@ -101,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from nimlab import daemon
 
+    if args.command == "demo":
+        from nimlab import demo
+
+        return demo.run(args.state_dir)
     if args.command == "serve":
         return daemon.serve(args.state_dir, _topology(args), ["--time-scale", str(args.time_scale)])
     if args.command == "up":

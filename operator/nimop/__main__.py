@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import yaml
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig  # read by kopf's login and the API client
     import kopf
 
     from nimop import handlers  # noqa: F401  (registers the handlers)
@@ -27,13 +30,14 @@ def _run(args: argparse.Namespace) -> int:
     if settings.log_level.upper() != "DEBUG":
         # kopf reports every watch event it dispatches; the operator logs what matters itself.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per probe otherwise
     logging.getLogger().setLevel(settings.log_level.upper())
     kopf.run(
         clusterwide=not namespaces,
         namespaces=namespaces,
         standalone=not settings.peering,
         peering_name=settings.peering or None,
-        priority=settings.priority,
+        priority=settings.peering_priority(),
     )
     return 0
 
@@ -80,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="watch this namespace (repeatable); default: NIMOP_NAMESPACES or all",
     )
+    run.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, or KUBECONFIG)")
     run.set_defaults(func=_run)
     rend = sub.add_parser("render", help="print the objects a NimService renders to")
     rend.add_argument("-f", "--file", required=True, help="NimService YAML, or - for stdin")

@@ -7,7 +7,9 @@ deletion, and does not show up in Argo CD or Flux diffs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -31,7 +33,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = config.watch_server_timeout
     settings.watching.client_timeout = config.watch_client_timeout
     settings.posting.enabled = False  # the operator posts its own, transition-only Events
-    api = kube.Kube(await kube.load_configuration())
+    # The resource and namespaces are known up front; scanning would need RBAC to list
+    # namespaces and CRDs, and without it kopf retries for about a minute before watching.
+    settings.scanning.disabled = True
+    api = kube.Kube(await kube.load_configuration(os.environ.get("KUBECONFIG")))
     transport: probe.Transport
     if config.probe_mode == "proxy":
         transport = probe.ProxyTransport(api, config.probe_timeout)
@@ -55,13 +60,22 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
     memo.ctx = ctx
     memo.workers = Workers(run, on_forget=forget)
+    memo.heartbeat = asyncio.create_task(_heartbeat(), name="nimop heartbeat")
     address = config.host_port()
     memo.http = await metrics.serve(*address) if address else None
     log.info("nimop started: namespaces=%s probe=%s", config.namespaces or "all", config.probe_mode)
 
 
+async def _heartbeat() -> None:
+    """/healthz proves the event loop still runs, also when there is nothing to reconcile."""
+    while True:
+        metrics.tick()
+        await asyncio.sleep(10)
+
+
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    memo.heartbeat.cancel()
     await memo.workers.shutdown()
     await memo.ctx.prober.aclose()
     await memo.ctx.api.close()

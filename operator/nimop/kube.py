@@ -13,6 +13,8 @@ from typing import Any
 
 from kubernetes.aio import client, config
 
+from nimop import metrics
+
 Obj = dict[str, Any]
 
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -81,7 +83,6 @@ class Kube:
         cfg.connection_pool_maxsize = pool_size
         self._client = client.ApiClient(cfg)
         self._plurals = dict(_PLURALS)
-        self.requests = 0
 
     async def close(self) -> None:
         await self._client.close()  # type: ignore[no-untyped-call]
@@ -100,7 +101,7 @@ class Kube:
         headers = {"Accept": accept}
         if content_type:
             headers["Content-Type"] = content_type
-        self.requests += 1
+        metrics.API_REQUESTS.labels(method).inc()
         try:
             method, url, headers, body, post = await self._client.param_serialize(
                 method,

@@ -23,6 +23,12 @@ RECONCILE_SECONDS = Histogram(
 ERRORS = Counter(
     "nimop_reconcile_errors_total", "Failed reconcile passes by cause", ["cause"], registry=REGISTRY
 )
+API_REQUESTS = Counter(
+    "nimop_api_requests_total",
+    "Requests to the API server by method",
+    ["method"],
+    registry=REGISTRY,
+)
 WRITES = Counter(
     "nimop_api_writes_total",
     "Writes to the API server by kind of write",

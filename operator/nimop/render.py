@@ -94,7 +94,13 @@ def environment(templates_dir: Path) -> jinja2.Environment:
 
 
 def template_names(env: jinja2.Environment) -> list[str]:
-    return sorted(n for n in env.list_templates() if n.endswith(TEMPLATE_SUFFIX))
+    """Templates by name, skipping hidden paths: a ConfigMap mounted as a directory also holds
+    its files under `..data/` and a timestamped `..<date>/`, which would render twice."""
+    return sorted(
+        n
+        for n in env.list_templates()
+        if n.endswith(TEMPLATE_SUFFIX) and not any(part.startswith(".") for part in n.split("/"))
+    )
 
 
 def canonical_hash(obj: Any, length: int = 10) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -35,7 +36,9 @@ class Settings(BaseModel):
     watch_client_timeout: int = Field(default=330, ge=1)
     peering: str = ""
     """kopf peering name for running more than one replica (one is active); empty: standalone."""
-    priority: int = 0
+    priority: int | None = None
+    """Peering priority; the live peer with the highest is active. Default: random when
+    peering, since kopf pauses every peer that shares the highest priority."""
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -54,6 +57,11 @@ class Settings(BaseModel):
                 # not a silent false. An empty string only means something for these two.
                 raw[name] = value
         return cls.model_validate(raw)
+
+    def peering_priority(self) -> int:
+        if self.priority is not None:
+            return self.priority
+        return 1 + secrets.randbelow(999_999) if self.peering else 0
 
     def host_port(self) -> tuple[str, int] | None:
         if not self.http_address:

@@ -1,0 +1,1 @@
+"""Benchmarks that print numbers (`make bench`); timings are measured, not asserted."""
