@@ -35,9 +35,7 @@ def _run(args: argparse.Namespace) -> int:
     kopf.run(
         clusterwide=not namespaces,
         namespaces=namespaces,
-        standalone=not settings.peering,
-        peering_name=settings.peering or None,
-        priority=settings.peering_priority(),
+        standalone=True,  # replicas coordinate through the Lease (leader.py), not kopf peering
     )
     return 0
 

@@ -1,5 +1,6 @@
 """kopf wiring, and nothing else: start-up builds the shared context, the watch feeds workers.
 
+Replicas coordinate through a Lease (leader.py): a standby watches but does not reconcile.
 Only `on.event` handlers are registered: they need neither finalizers nor kopf's progress
 annotations, so the operator never writes to a NimService except its status, never blocks its
 deletion, and does not show up in Argo CD or Flux diffs.
@@ -15,7 +16,7 @@ from typing import Any
 import kopf
 from aiohttp import web
 
-from nimop import apply, kube, metrics, names, observe, probe, reconcile
+from nimop import apply, kube, leader, metrics, names, observe, probe, reconcile
 from nimop.settings import Settings
 from nimop.workers import Workers
 
@@ -59,8 +60,24 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         return await reconcile.timed(ctx, body)
 
     memo.ctx = ctx
-    memo.workers = Workers(run, on_forget=forget)
+    memo.workers = Workers(run, on_forget=forget, active=not config.leader_election)
     memo.heartbeat = asyncio.create_task(_heartbeat(), name="nimop heartbeat")
+    memo.elector = None
+    if config.leader_election:
+        elector = leader.LeaseElector(
+            api,
+            config.resolved_lease_namespace(),
+            config.lease_name,
+            lease_seconds=config.lease_seconds,
+        )
+
+        async def follow(leading: bool) -> None:
+            await (memo.workers.resume() if leading else memo.workers.pause())
+
+        memo.elector = elector
+        memo.election = asyncio.create_task(elector.run(follow), name="nimop leader election")
+    else:
+        metrics.LEADER.set(1)
     address = config.host_port()
     memo.http = await metrics.serve(*address) if address else None
     log.info("nimop started: namespaces=%s probe=%s", config.namespaces or "all", config.probe_mode)
@@ -76,6 +93,10 @@ async def _heartbeat() -> None:
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.heartbeat.cancel()
+    if memo.elector is not None:
+        memo.election.cancel()
+        await memo.workers.pause()
+        await memo.elector.release()  # the standby takes over now, not after the Lease expires
     await memo.workers.shutdown()
     await memo.ctx.prober.aclose()
     await memo.ctx.api.close()

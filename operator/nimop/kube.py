@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import aiohttp
 from kubernetes.aio import client, config
 
 from nimop import metrics
@@ -117,16 +118,23 @@ class Kube:
             data = await resp.read()  # type: ignore[no-untyped-call]
         except client.ApiException as err:
             raise ApiError(err.status or 0, str(err.body or err.reason or "")) from None
-        except OSError as err:
+        except (OSError, aiohttp.ClientError, TimeoutError) as err:
+            # Transport failures of any kind are one thing to callers: status 0, transient.
             raise ApiError(0, f"{type(err).__name__}: {err}") from None
         if resp.status >= 400:
             raise ApiError(resp.status, data.decode(errors="replace"))
         result: Obj = json.loads(data) if data else {}
         return result
 
-    async def get(self, path: str, *, accept: str = "application/json") -> Obj | None:
+    async def get(
+        self,
+        path: str,
+        *,
+        accept: str = "application/json",
+        timeout: float = 30.0,  # noqa: ASYNC109
+    ) -> Obj | None:
         try:
-            return await self.request("GET", path, accept=accept)
+            return await self.request("GET", path, accept=accept, timeout=timeout)
         except ApiError as err:
             if err.status == 404:
                 return None

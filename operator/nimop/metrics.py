@@ -36,6 +36,9 @@ WRITES = Counter(
     registry=REGISTRY,
 )
 PROBES = Counter("nimop_probe_total", "NIM API probes by verdict", ["verdict"], registry=REGISTRY)
+LEADER = Gauge(
+    "nimop_leader", "1 while this replica holds the leader Lease (or runs alone)", registry=REGISTRY
+)
 MANAGED = Gauge("nimop_nimservices", "NimServices this operator reconciles", registry=REGISTRY)
 READY = Gauge(
     "nimop_nimservice_ready",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 class Settings(BaseModel):
@@ -34,11 +35,15 @@ class Settings(BaseModel):
     """Where /healthz and /metrics are served; empty disables."""
     watch_server_timeout: int = Field(default=300, ge=1)
     watch_client_timeout: int = Field(default=330, ge=1)
-    peering: str = ""
-    """kopf peering name for running more than one replica (one is active); empty: standalone."""
-    priority: int | None = None
-    """Peering priority; the live peer with the highest is active. Default: random when
-    peering, since kopf pauses every peer that shares the highest priority."""
+    leader_election: bool = False
+    """Reconcile only while holding a Lease, so replicas (and the old and new pod of the
+    operator's own rolling update) never act at once. The chart turns it on."""
+    lease_name: str = "nimop"
+    lease_namespace: str = ""
+    """Namespace of the Lease. Default: POD_NAMESPACE, else the pod's own namespace, else
+    default."""
+    lease_seconds: float = Field(default=15.0, ge=1)
+    """How long a silent leader keeps the Lease before a standby takes over."""
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -52,16 +57,21 @@ class Settings(BaseModel):
                 continue
             if name == "namespaces":
                 raw[name] = tuple(n.strip() for n in value.split(",") if n.strip())
-            elif value != "" or name in ("http_address", "peering"):
+            elif value != "" or name == "http_address":
                 # pydantic parses numbers and booleans strictly enough: a typo is an error,
                 # not a silent false. An empty string only means something for these two.
                 raw[name] = value
         return cls.model_validate(raw)
 
-    def peering_priority(self) -> int:
-        if self.priority is not None:
-            return self.priority
-        return 1 + secrets.randbelow(999_999) if self.peering else 0
+    def resolved_lease_namespace(self) -> str:
+        if self.lease_namespace:
+            return self.lease_namespace
+        if os.environ.get("POD_NAMESPACE"):
+            return os.environ["POD_NAMESPACE"]
+        try:
+            return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+        except OSError:
+            return "default"
 
     def host_port(self) -> tuple[str, int] | None:
         if not self.http_address:

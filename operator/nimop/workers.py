@@ -41,14 +41,19 @@ class _Worker:
 
 
 class Workers:
+    """Tasks run only while `active`: a standby replica keeps the latest objects from the watch,
+    ready to take over, but reconciles nothing."""
+
     def __init__(
         self,
         reconcile: Callable[[Obj], Awaitable[Outcome]],
         on_forget: Callable[[str, str], None] | None = None,
+        active: bool = True,
     ) -> None:
         self._reconcile = reconcile
         self._on_forget = on_forget
         self._workers: dict[Key, _Worker] = {}
+        self.active = active
 
     def __len__(self) -> int:
         return len(self._workers)
@@ -60,25 +65,48 @@ class Workers:
         worker = self._workers.get(key)
         if worker is None:
             worker = self._workers[key] = _Worker(body)
-            worker.task = asyncio.create_task(
-                self._run(key, worker), name=f"nimservice {key[0]}/{key[1]}"
-            )
             metrics.MANAGED.set(len(self._workers))
+            self._start(key, worker)
             return
         if resource_version(body) >= resource_version(worker.body):
             worker.body = body
         if int(meta.get("generation", 0)) != worker.reconciled_generation:
             worker.wake.set()
 
+    def _start(self, key: Key, worker: _Worker) -> None:
+        if self.active and worker.task is None:
+            worker.reconciled_generation = -1
+            worker.task = asyncio.create_task(
+                self._run(key, worker), name=f"nimservice {key[0]}/{key[1]}"
+            )
+
+    async def resume(self) -> None:
+        """Leadership gained: reconcile everything the watch delivered meanwhile."""
+        self.active = True
+        for key, worker in self._workers.items():
+            self._start(key, worker)
+
+    async def pause(self) -> None:
+        """Leadership lost: stop every task now; a pass in flight is cancelled."""
+        self.active = False
+        for worker in list(self._workers.values()):
+            await self._stop(worker)
+
+    @staticmethod
+    async def _stop(worker: _Worker) -> None:
+        if worker.task is not None:
+            worker.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker.task
+            worker.task = None
+
     async def remove(self, namespace: str, name: str) -> None:
         worker = self._workers.pop((namespace, name), None)
         metrics.MANAGED.set(len(self._workers))
         if self._on_forget is not None:
             self._on_forget(namespace, name)
-        if worker is not None and worker.task is not None:
-            worker.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker.task
+        if worker is not None:
+            await self._stop(worker)
 
     async def shutdown(self) -> None:
         for namespace, name in list(self._workers):

@@ -9,11 +9,15 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from kubernetes import client
 
 from nimlab.binaries import ensure_binaries
 from nimlab.cluster import Cluster
+from nimlab.control import RunnerControl
+from nimlab.testing import api_client
 
 from .helpers import CRD, Kubectl, OperatorProcess
 
@@ -81,3 +85,26 @@ def k(lab: Cluster, namespace: str) -> Kubectl:
     kubectl = Kubectl(lab, namespace)
     kubectl.secrets()
     return kubectl
+
+
+@pytest.fixture(scope="module")
+def api(lab: Cluster) -> Iterator[Any]:
+    """The official (synchronous) client for tests that drive core Kubernetes objects."""
+    with api_client(lab) as api:
+        yield api
+
+
+@pytest.fixture
+def core(api: Any) -> Any:
+    return client.CoreV1Api(api)
+
+
+@pytest.fixture
+def apps(api: Any) -> Any:
+    """Typed Any: the generated client wants V1 models; tests hand it plain manifests."""
+    return client.AppsV1Api(api)
+
+
+@pytest.fixture
+def control(lab: Cluster) -> RunnerControl:
+    return RunnerControl(lab.runner_control)

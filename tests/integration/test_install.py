@@ -4,15 +4,18 @@ The operator's image cannot run in the lab (the lab's "containers" are NIM simul
 install test installs the chart with no running operator pod, then runs the operator as a local
 process whose kubeconfig holds a token of the chart's ServiceAccount. The operator then works with
 exactly the RBAC the chart grants: a NimService reaching Ready proves the rules are enough, and
-`kubectl auth can-i` proves they are not more than needed.
+`kubectl auth can-i` proves they are not more than needed. Two such processes with the chart's
+env show its leader election: one reconciles, the other stands by and takes over.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +35,7 @@ pytestmark = pytest.mark.integration
 
 Obj = dict[str, Any]
 Rule = tuple[str, str, str]  # apiGroup, resource, verb
+NamedRule = tuple[str, str, str, str]  # apiGroup, resource, verb, resource name ("*": any)
 
 CHART = REPO / "charts" / "nimop"
 CI_VALUES = CHART / "ci"
@@ -58,6 +62,23 @@ NAMESPACE_RULES: set[Rule] = {
 }
 CAPACITY_RULES: set[Rule] = {("", "nodes", "list"), ("", "pods", "list")}
 
+
+def lease_rules(lease: str) -> set[NamedRule]:
+    """Leader election, in the release namespace only: the one Lease, and a create (which RBAC
+    cannot restrict by name) for the first replica ever to campaign."""
+    return {
+        ("coordination.k8s.io", "leases", "get", lease),
+        ("coordination.k8s.io", "leases", "update", lease),
+        ("coordination.k8s.io", "leases", "create", "*"),
+    }
+
+
+# The Lease handover, with the test's NIMOP_LEASE_SECONDS. A leader renews every third of the
+# lease, so a standby that takes over sooner than LEASE_SECONDS - LEASE_SECONDS / 3 after the
+# leader got SIGTERM was handed the Lease (released), not left to wait for it to expire.
+LEASE_SECONDS = 3
+RELEASED_HANDOVER = 2.0
+
 # A namespace-scoped operator waits for kopf's namespace listing, which it is not allowed to do,
 # to give up (kopf retries a 403 for about a minute) before it watches anything.
 NAMESPACED_START = 60.0
@@ -78,6 +99,16 @@ def rule_set(rules: list[Obj]) -> set[Rule]:
     return found
 
 
+def named_rule_set(rules: list[Obj]) -> set[NamedRule]:
+    found: set[NamedRule] = set()
+    for rule in rules:
+        for group in rule.get("apiGroups", []):
+            for resource in rule.get("resources", []):
+                for name in rule.get("resourceNames") or ["*"]:
+                    found.update((group, resource, verb, name) for verb in rule["verbs"])
+    return found
+
+
 def find(docs: list[Obj], kind: str, name: str | None = None) -> list[Obj]:
     return [
         d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
@@ -91,8 +122,23 @@ def one(docs: list[Obj], kind: str, name: str | None = None) -> Obj:
 
 
 def container_env(deployment: Obj) -> dict[str, str]:
+    """Values, and `fieldRef:<path>` for those the kubelet fills in."""
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    return {e["name"]: e.get("value", "<fieldRef>") for e in container.get("env", [])}
+    return {
+        e["name"]: e["value"]
+        if "value" in e
+        else f"fieldRef:{e['valueFrom']['fieldRef']['fieldPath']}"
+        for e in container.get("env", [])
+    }
+
+
+def pod_env(container: Obj, pod: str, namespace: str) -> dict[str, str]:
+    """The container's env as the kubelet would give it to a pod of this name and namespace."""
+    fields = {"metadata.name": pod, "metadata.namespace": namespace}
+    return {
+        e["name"]: e["value"] if "value" in e else fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
+        for e in container["env"]
+    }
 
 
 @dataclass
@@ -123,8 +169,8 @@ class Helm:
             raise AssertionError(f"helm {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
         return out
 
-    def template(self, *args: str) -> list[Obj]:
-        out = self.run("template", "t", str(CHART), "--namespace", "nimop-system", *args)
+    def template(self, *args: str, release: str = "t") -> list[Obj]:
+        out = self.run("template", release, str(CHART), "--namespace", "nimop-system", *args)
         return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
 
 
@@ -148,10 +194,11 @@ def lab_helm(lab: Cluster, helm: Helm) -> Helm:
     [
         [],
         ["-f", str(CI_VALUES / "namespaced-values.yaml")],
-        ["-f", str(CI_VALUES / "peering-values.yaml")],
+        ["-f", str(CI_VALUES / "ha-values.yaml")],
+        ["--set", "leaderElection.enabled=false"],
         ["--set", "probe.mode=proxy,customTemplates.configMap=my-templates,log.json=true"],
     ],
-    ids=["defaults", "namespaced", "peering", "options"],
+    ids=["defaults", "namespaced", "ha", "no-election", "options"],
 )
 def test_chart_lints_clean(helm: Helm, values: list[str]) -> None:
     out = helm.run("lint", "--strict", str(CHART), *values)
@@ -162,8 +209,9 @@ def test_chart_lints_clean(helm: Helm, values: list[str]) -> None:
 
 def test_default_render_is_cluster_wide_and_locked_down(helm: Helm) -> None:
     docs = helm.template()
-    assert not find(docs, "Role")
-    assert not find(docs, "RoleBinding")
+    # The only namespaced RBAC: leader election, in the release namespace.
+    assert [r["metadata"]["name"] for r in find(docs, "Role")] == ["t-nimop-leader-election"]
+    assert [b["metadata"]["name"] for b in find(docs, "RoleBinding")] == ["t-nimop-leader-election"]
     assert not find(docs, "CustomResourceDefinition")  # crds/ is not a template
     assert rule_set(one(docs, "ClusterRole", "t-nimop")["rules"]) == NAMESPACE_RULES
     assert rule_set(one(docs, "ClusterRole", "t-nimop-capacity")["rules"]) == CAPACITY_RULES
@@ -174,7 +222,11 @@ def test_default_render_is_cluster_wide_and_locked_down(helm: Helm) -> None:
 
     deployment = one(docs, "Deployment", "t-nimop")
     spec = deployment["spec"]
-    assert spec["strategy"] == {"type": "Recreate"}  # a standalone operator never runs twice
+    # The old and the new pod overlap; only the one holding the Lease reconciles.
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == "t-nimop"
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -195,12 +247,17 @@ def test_default_render_is_cluster_wide_and_locked_down(helm: Helm) -> None:
     assert container["resources"]["limits"]
     env = container_env(deployment)
     assert "NIMOP_NAMESPACES" not in env
-    assert "NIMOP_PEERING" not in env
     assert env["NIMOP_HTTP_ADDRESS"] == "0.0.0.0:8080"
     assert env["NIMOP_PROBE_MODE"] == "direct"
     assert env["NIMOP_PROBE_INTERVAL_FAST"] == "5"
     assert env["NIMOP_PROBE_INTERVAL_STEADY"] == "30"
-    assert env["POD_ID"] == env["POD_NAME"] == "<fieldRef>"
+    assert env["NIMOP_LEADER_ELECTION"] == "true"
+    assert env["NIMOP_LEASE_NAME"] == "t-nimop"
+    assert env["NIMOP_LEASE_NAMESPACE"] == "fieldRef:metadata.namespace"
+    assert env["NIMOP_LEASE_SECONDS"] == "15"
+    assert env["POD_NAME"] == "fieldRef:metadata.name"
+    # kopf peering is gone: kopf runs standalone and the Lease decides who reconciles.
+    assert not {"NIMOP_PEERING", "NIMOP_PRIORITY", "POD_ID"} & set(env)
 
     service = one(docs, "Service", "t-nimop-metrics")
     assert service["spec"]["ports"][0]["targetPort"] == "http-metrics"
@@ -209,13 +266,21 @@ def test_default_render_is_cluster_wide_and_locked_down(helm: Helm) -> None:
 
 def test_namespace_scoped_render_grants_roles_per_namespace(helm: Helm) -> None:
     docs = helm.template("-f", str(CI_VALUES / "namespaced-values.yaml"))
-    roles = find(docs, "Role")
+    roles = find(docs, "Role", "t-nimop")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["nim-team-a", "nim-team-b"]
     for role in roles:
         assert rule_set(role["rules"]) == NAMESPACE_RULES
-    bindings = find(docs, "RoleBinding")
+    bindings = find(docs, "RoleBinding", "t-nimop")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["nim-team-a", "nim-team-b"]
     assert all(b["subjects"][0]["namespace"] == "nimop-system" for b in bindings)
+    # Leader election stays in the release namespace, whatever the watched ones.
+    lease_role = one(docs, "Role", "t-nimop-leader-election")
+    assert lease_role["metadata"]["namespace"] == "nimop-system"
+    assert named_rule_set(lease_role["rules"]) == lease_rules("t-nimop")
+    assert len(find(docs, "Role")) == 3
+    assert one(docs, "RoleBinding", "t-nimop-leader-election")["metadata"]["namespace"] == (
+        "nimop-system"
+    )
     # Only the read-only capacity role is cluster-wide.
     assert [r["metadata"]["name"] for r in find(docs, "ClusterRole")] == ["t-nimop-capacity"]
     env = container_env(one(docs, "Deployment"))
@@ -236,41 +301,77 @@ def test_namespace_scoped_render_grants_roles_per_namespace(helm: Helm) -> None:
     }
 
 
-def test_peering_render(helm: Helm) -> None:
-    docs = helm.template("--set", "replicas=2")
-    crds = sorted(d["metadata"]["name"] for d in find(docs, "CustomResourceDefinition"))
-    assert crds == ["clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"]
-    peering = one(docs, "ClusterKopfPeering", "t-nimop")
-    assert "post-install" in peering["metadata"]["annotations"]["helm.sh/hook"]
-    rules = rule_set(one(docs, "ClusterRole", "t-nimop")["rules"])
-    assert rules - NAMESPACE_RULES == {
-        ("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")
-    }
-    deployment = one(docs, "Deployment")
-    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
-    assert container_env(deployment)["NIMOP_PEERING"] == "t-nimop"
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert "command" not in container  # the image's entrypoint; priorities are drawn inside
-    assert container["args"] == ["run"]
-    assert "NIMOP_PRIORITY" not in container_env(deployment)
+def test_leader_election_render(helm: Helm) -> None:
+    for docs in (
+        helm.template(),
+        helm.template("--set", "replicas=3"),
+        helm.template("-f", str(CI_VALUES / "ha-values.yaml")),
+        helm.template("-f", str(CI_VALUES / "namespaced-values.yaml")),
+    ):
+        # No kopf peering left: no peering CRDs or objects, no hooks, no kopf.dev rules.
+        assert not find(docs, "CustomResourceDefinition")
+        assert not {"ClusterKopfPeering", "KopfPeering"} & {d["kind"] for d in docs}
+        assert not [d for d in docs if "helm.sh/hook" in d["metadata"].get("annotations", {})]
+        for role in find(docs, "ClusterRole") + find(docs, "Role"):
+            assert all("kopf.dev" not in r.get("apiGroups", []) for r in role["rules"]), role
+        role = one(docs, "Role", "t-nimop-leader-election")
+        assert role["metadata"]["namespace"] == "nimop-system"
+        assert named_rule_set(role["rules"]) == lease_rules("t-nimop")
+        binding = one(docs, "RoleBinding", "t-nimop-leader-election")
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": "t-nimop-leader-election",
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "t-nimop", "namespace": "nimop-system"}
+        ]
+        deployment = one(docs, "Deployment")
+        assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+        env = container_env(deployment)
+        assert env["NIMOP_LEADER_ELECTION"] == "true"
+        assert env["NIMOP_LEASE_NAME"] == "t-nimop"
+        assert env["NIMOP_LEASE_NAMESPACE"] == "fieldRef:metadata.namespace"
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert "command" not in container
+        assert container["args"] == ["run"]
 
-    shared = helm.template("--set", "replicas=2,peering.installCRDs=false")
-    assert not find(shared, "CustomResourceDefinition")
-    assert find(shared, "ClusterKopfPeering")
+    ha = helm.template("-f", str(CI_VALUES / "ha-values.yaml"))
+    assert one(ha, "Deployment")["spec"]["replicas"] == 2
+    assert container_env(one(ha, "Deployment"))["NIMOP_LEASE_SECONDS"] == "10"
 
-    forced = helm.template("--set", "peering.enabled=true,peering.name=nimop-peers")
-    assert container_env(one(forced, "Deployment"))["NIMOP_PEERING"] == "nimop-peers"
-
-    namespaced = helm.template(
-        "-f", str(CI_VALUES / "namespaced-values.yaml"), "--set", "replicas=3"
+    # The Lease is named after the release, and the Role names exactly that Lease.
+    renamed = helm.template("--set", "fullnameOverride=nim-ops")
+    assert container_env(one(renamed, "Deployment"))["NIMOP_LEASE_NAME"] == "nim-ops"
+    assert named_rule_set(one(renamed, "Role", "nim-ops-leader-election")["rules"]) == (
+        lease_rules("nim-ops")
     )
-    assert sorted(p["metadata"]["namespace"] for p in find(namespaced, "KopfPeering")) == [
-        "nim-team-a",
-        "nim-team-b",
+
+    # The release namespace may also be a watched one: two Roles there, with distinct names.
+    home = helm.template("--set", "watchNamespaces={nimop-system}")
+    assert sorted(r["metadata"]["name"] for r in find(home, "Role")) == [
+        "t-nimop",
+        "t-nimop-leader-election",
     ]
-    assert not find(namespaced, "ClusterKopfPeering")
-    for role in find(namespaced, "Role"):
-        assert ("kopf.dev", "kopfpeerings", "patch") in rule_set(role["rules"])
+
+    off = helm.template("--set", "leaderElection.enabled=false")
+    assert not find(off, "Role")
+    assert not find(off, "RoleBinding")
+    deployment = one(off, "Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # never two at once
+    env = container_env(deployment)
+    assert env["NIMOP_LEADER_ELECTION"] == "false"
+    assert not [name for name in env if name.startswith("NIMOP_LEASE_")]
+
+    no_rbac = helm.template("--set", "rbac.create=false")
+    assert "NIMOP_LEASE_NAME" in container_env(one(no_rbac, "Deployment"))
+    assert not find(no_rbac, "Role")
+
+    unsafe = helm.run(
+        "template", "t", str(CHART), "--set", "replicas=2,leaderElection.enabled=false", check=False
+    )
+    assert unsafe.returncode != 0
+    assert "replicas > 1 needs leaderElection.enabled" in unsafe.stderr
 
 
 def test_optional_parts_render(helm: Helm) -> None:
@@ -317,7 +418,11 @@ def test_optional_parts_render(helm: Helm) -> None:
         (["--set", "watchNamespaces={Team_A}"], "/watchNamespaces/0"),
         (["--set", "resources.requests.cpu=lots"], "/resources/requests/cpu"),
         (["--set", "log.json=maybe"], "at '/log/json'"),
+        (["--set", "leaderElection.enabled=maybe"], "at '/leaderElection/enabled'"),
+        (["--set", "leaderElection.leaseSeconds=0"], "at '/leaderElection/leaseSeconds'"),
+        (["--set", "leaderElection.leaseSeconds=1.5"], "at '/leaderElection/leaseSeconds'"),
         (["--set", "replica=2"], "additional properties 'replica' not allowed"),
+        (["--set", "peering.enabled=true"], "additional properties 'peering' not allowed"),
     ],
     ids=[
         "replicas-string",
@@ -327,7 +432,11 @@ def test_optional_parts_render(helm: Helm) -> None:
         "namespace-invalid",
         "quantity",
         "log-json",
+        "election-enabled",
+        "lease-seconds-zero",
+        "lease-seconds-fraction",
         "typo",
+        "peering-removed",
     ],
 )
 def test_schema_rejects_bad_values(helm: Helm, setting: list[str], message: str) -> None:
@@ -353,6 +462,10 @@ class Release:
     @property
     def user(self) -> str:
         return f"system:serviceaccount:{self.namespace}:{self.service_account}"
+
+    @property
+    def lease(self) -> str:
+        return f"{self.name}-nimop"
 
 
 @contextmanager
@@ -472,6 +585,42 @@ def never_allowed(namespace: str) -> list[tuple[str, str, str | None, str | None
     return checks
 
 
+def lease_access(lab: Cluster, user: str, lease: str, home: str, elsewhere: str) -> None:
+    """Leader election RBAC: the one named Lease in the operator's own namespace (`home`), and a
+    create there; no other Lease, nothing in other namespaces."""
+    leases = "leases.coordination.k8s.io"
+    permitted(
+        lab,
+        user,
+        [
+            ("get", f"{leases}/{lease}", home, None),
+            ("update", f"{leases}/{lease}", home, None),
+            ("create", leases, home, None),
+        ],
+    )
+    denied(
+        lab,
+        user,
+        [
+            ("get", f"{leases}/other", home, None),
+            ("update", f"{leases}/other", home, None),
+            ("get", leases, home, None),  # a get of any Lease
+            ("list", leases, home, None),
+            ("watch", leases, home, None),
+            ("patch", f"{leases}/{lease}", home, None),
+            ("delete", f"{leases}/{lease}", home, None),
+            ("deletecollection", leases, home, None),
+            ("update", f"{leases}/kube-controller-manager", "kube-system", None),
+            ("update", f"{leases}/{lease}", "kube-system", None),
+            ("get", f"{leases}/{lease}", "kube-system", None),
+            ("create", leases, "kube-system", None),
+            ("update", f"{leases}/{lease}", elsewhere, None),
+            ("create", leases, elsewhere, None),
+            ("list", leases, None, None),
+        ],
+    )
+
+
 def refusals(operator: OperatorProcess) -> list[str]:
     """Requests RBAC refused, except kopf's own optional scans of CRDs and namespaces (it
     carries on without them)."""
@@ -508,6 +657,7 @@ def test_cluster_wide_install_serves_a_nimservice(
             ],
         )
         denied(lab, user, never_allowed(k.ns))
+        lease_access(lab, user, release.lease, release.namespace, k.ns)
 
         kubeconfig = token_kubeconfig(lab, release, tmp_path / "kubeconfig")
         operator = OperatorProcess(lab, tmp_path, env={"KUBECONFIG": str(kubeconfig)})
@@ -560,6 +710,7 @@ def test_namespace_scoped_install_is_confined(
                     ("patch", "pods", "kube-system", "status"),
                 ],
             )
+            lease_access(lab, user, release.lease, release.namespace, k.ns)
 
             kubeconfig = token_kubeconfig(lab, release, tmp_path / "kubeconfig")
             operator = OperatorProcess(
@@ -577,16 +728,6 @@ def test_namespace_scoped_install_is_confined(
                 operator.stop()
     finally:
         lab.kubectl("delete", "namespace", other.ns, "--wait=false", check=False)
-
-
-def paused(proc: OperatorProcess) -> bool:
-    """kopf logs a pause only when it was running before; a late joiner starts paused."""
-    lines = [
-        line
-        for line in proc.logs().splitlines()
-        if "Resuming operations" in line or "Pausing operations" in line
-    ]
-    return not lines or "Pausing" in lines[-1]
 
 
 @dataclass
@@ -608,92 +749,133 @@ class PodProcess(OperatorProcess):
         self.proc = subprocess.Popen(self.argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         wait_for("operator /healthz", self._healthy, timeout=30)
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
-def test_peering_replicas_hand_over(
+    def leading(self) -> bool:
+        return self.metric("nimop_leader") == 1
+
+    def standing_by(self) -> bool:
+        """Campaigned at least once and lost: the gauge is 0 before the first round too."""
+        log = self.log_path.read_text(errors="replace")
+        return "standing by: lease" in log and self.metric("nimop_leader") == 0
+
+
+def sole_leader(replicas: dict[str, PodProcess]) -> str | None:
+    """The one running replica that leads, once every other running one stands by."""
+    live = {name: proc for name, proc in replicas.items() if proc.running}
+    leaders = [name for name, proc in live.items() if proc.leading()]
+    if len(leaders) != 1:
+        return None
+    if not all(proc.standing_by() for name, proc in live.items() if name != leaders[0]):
+        return None
+    return leaders[0]
+
+
+def test_leader_election_fails_over(
     lab: Cluster, crd: Path, k: Kubectl, lab_helm: Helm, tmp_path: Path
 ) -> None:
-    """Two replicas: peering CRDs, the peering object and RBAC from the chart; the pods' own
-    operators draw distinct priorities, one replica serves, the other takes over."""
+    """Two replicas with the chart's env, RBAC and ServiceAccount: one leads and reconciles, the
+    other stands by and reconciles nothing; a stopped leader hands the Lease over at once, a
+    killed one loses it when it expires."""
     nowhere = '{"nimop.dev/install-test":"nowhere"}'  # the pods are admitted, never scheduled
     with installed(
         lab, lab_helm, "--set", "replicas=2", "--set-json", f"nodeSelector={nowhere}"
     ) as release:
-        peering = f"{release.name}-nimop"
+        release_ns = Kubectl(lab, release.namespace)
+        wait_for(
+            "two operator pods admitted under the restricted Pod Security Standard",
+            lambda: len(release_ns.items("pods")) == 2,
+            timeout=30,
+        )
+        assert "Leader election" in release.notes
+        manifest = lab_helm.run("get", "manifest", release.name, "-n", release.namespace)
+        deployment = one(
+            [d for d in yaml.safe_load_all(manifest.stdout) if d], "Deployment", release.lease
+        )
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        argv = [sys.executable, "-m", "nimop", *container["args"]]
+        kubeconfig = token_kubeconfig(lab, release, tmp_path / "kubeconfig")
+        replicas: dict[str, PodProcess] = {}
+        for name in ("nimop-a", "nimop-b"):
+            env = pod_env(container, name, release.namespace)
+            assert env["NIMOP_LEADER_ELECTION"] == "true"
+            assert env["NIMOP_LEASE_NAME"] == release.lease
+            assert env["NIMOP_LEASE_NAMESPACE"] == release.namespace
+            assert env["POD_NAME"] == name
+            env |= {"NIMOP_LEASE_SECONDS": str(LEASE_SECONDS), "KUBECONFIG": str(kubeconfig)}
+            (tmp_path / name).mkdir()
+            replicas[name] = PodProcess(lab, tmp_path / name, env=env, argv=argv)
+
+        def holder() -> str:
+            lease = release_ns.get("lease", release.lease)
+            assert lease is not None, f"no Lease {release.lease}"
+            return str(lease["spec"].get("holderIdentity") or "")
+
+        def leads(name: str) -> bool:
+            return replicas[name].leading() and holder().startswith(f"{name}-")
+
         try:
-            release_ns = Kubectl(lab, release.namespace)
-            wait_for(
-                "two operator pods admitted under the restricted Pod Security Standard",
-                lambda: len(release_ns.items("pods")) == 2,
-                timeout=30,
-            )
-            manifest = lab_helm.run("get", "manifest", release.name, "-n", release.namespace)
-            deployment = one(
-                [d for d in yaml.safe_load_all(manifest.stdout) if d], "Deployment", peering
-            )
-            container = deployment["spec"]["template"]["spec"]["containers"][0]
-            assert container["args"] == ["run"]
-            argv = [sys.executable, "-m", "nimop", *container["args"]]
-            rendered = {e["name"]: e["value"] for e in container["env"] if "value" in e}
-            assert rendered["NIMOP_PEERING"] == peering
-
-            kubeconfig = token_kubeconfig(lab, release, tmp_path / "kubeconfig")
-            replicas = {
-                name: PodProcess(
-                    lab,
-                    tmp_path / name,
-                    env={**rendered, "KUBECONFIG": str(kubeconfig), "POD_ID": name},
-                    argv=argv,
-                )
-                for name in ("peer-a", "peer-b")
-            }
             for proc in replicas.values():
-                proc.workdir.mkdir()
                 proc.start()
-            try:
+            first = wait_for("exactly one leader", lambda: sole_leader(replicas), timeout=30)
+            (standby,) = set(replicas) - {first}
+            assert holder().startswith(f"{first}-"), holder()
 
-                def peers() -> dict[str, int] | None:
-                    obj = Kubectl(lab, "default").get("clusterkopfpeering", peering)
-                    status = (obj or {}).get("status") or {}
-                    found = {p: int(v["priority"]) for p, v in status.items() if p in replicas}
-                    return found if len(found) == 2 else None
+            # The standby watches (it knows the NimService) but reconciles nothing.
+            idle = replicas[standby].metric("nimop_reconcile_total")
+            k.apply(nimservice("ha-1"))
+            k.wait_condition("ha-1", "Ready", "True", "Serving", timeout=90)
+            assert replicas[first].metric("nimop_reconcile_total") > 0
+            assert replicas[standby].metric("nimop_nimservices") >= 1
+            assert replicas[standby].metric("nimop_reconcile_total") == idle
+            assert sole_leader(replicas) == first
 
-                priorities = wait_for("both replicas in the peering", peers, timeout=30)
-                # An upgrade keeps the peering object, and with it the replicas' keep-alives.
-                uid = lab.kubectl(
-                    "get", "clusterkopfpeering", peering, "-o", "jsonpath={.metadata.uid}"
-                )
-                lab_helm.run(
-                    "upgrade", release.name, str(CHART), "-n", release.namespace, "--reuse-values"
-                )
-                assert uid == lab.kubectl(
-                    "get", "clusterkopfpeering", peering, "-o", "jsonpath={.metadata.uid}"
-                )
-                assert peers() == priorities
-                assert len(set(priorities.values())) == 2, priorities
-                active, standby = sorted(priorities, key=priorities.__getitem__, reverse=True)
-                # A peer that joins after a higher one starts paused and stays so silently;
-                # one that was running first logs the pause. Either way it must not reconcile.
-                wait_for(f"{standby} paused", lambda: paused(replicas[standby]), timeout=30)
-                k.apply(nimservice("ha-1"))
-                k.wait_condition("ha-1", "Ready", "True", "Serving", timeout=90)
-                assert replicas[active].metric("nimop_reconcile_total") > 0
-                assert replicas[standby].metric("nimop_reconcile_total") == 0
+            # SIGTERM: the leader releases the Lease on its way out; the standby takes over
+            # sooner than the Lease could have expired.
+            stopped = replicas[first].proc
+            assert stopped is not None
+            sent = time.monotonic()
+            stopped.send_signal(signal.SIGTERM)
+            wait_for(f"{standby} to lead", lambda: leads(standby), timeout=RELEASED_HANDOVER + 1)
+            handover = time.monotonic() - sent
+            assert handover < RELEASED_HANDOVER, f"took {handover:.1f}s: Lease not released?"
+            stopped.wait(15)  # on its own: a second SIGTERM would cut kopf's clean-up short
+            assert stopped.returncode == 0, replicas[first].logs()
+            assert not refusals(replicas[first]), replicas[first].logs()
+            k.apply(nimservice("ha-2"))
+            k.wait_condition("ha-2", "Ready", "True", "Serving", timeout=90)
 
-                replicas[active].stop()  # a clean exit withdraws it from the peering at once
-                wait_for(
-                    f"{standby} to resume",
-                    lambda: "Resuming operations" in replicas[standby].logs(),
-                    timeout=30,
-                )
-                k.apply(nimservice("ha-2"))
-                k.wait_condition("ha-2", "Ready", "True", "Serving", timeout=90)
-                for proc in replicas.values():
-                    assert not refusals(proc), proc.logs()
-            finally:
-                for proc in replicas.values():
-                    proc.stop()
+            # The stopped replica comes back as a standby; then SIGKILL the leader: nothing
+            # releases the Lease, and the standby takes it once it has expired.
+            replicas[first].start()
+            wait_for(f"{first} stands by", replicas[first].standing_by, timeout=15)
+            assert sole_leader(replicas) == standby
+            replicas[standby].kill()
+            killed = time.monotonic()
+            wait_for(f"{first} to lead", lambda: leads(first), timeout=LEASE_SECONDS + 5)
+            takeover = time.monotonic() - killed
+            # Not before the Lease expired (the dead leader renewed up to a third of it before).
+            assert takeover > LEASE_SECONDS * 2 / 3 - 0.5, f"took over after {takeover:.1f}s"
+            wait_for(
+                f"{first} reconciles",
+                lambda: replicas[first].metric("nimop_reconcile_total") > 0,
+                timeout=10,
+            )
+            lease = release_ns.get("lease", release.lease)
+            assert lease is not None
+            assert lease["spec"]["holderIdentity"].startswith(f"{first}-")
+            assert lease["spec"]["leaseDurationSeconds"] == LEASE_SECONDS
+            assert lease["spec"]["leaseTransitions"] == 3  # first, standby, first again
+            shown = release_ns("get", "lease", release.lease, "-o", "wide")
+            assert f" {first}-" in shown, shown
+            for proc in replicas.values():
+                assert not refusals(proc), proc.logs()
+            k.wait_condition("ha-1", "Ready", "True", "Serving", timeout=30)
         finally:
-            lab.kubectl("delete", "clusterkopfpeering", peering, "--ignore-not-found", check=False)
+            for proc in replicas.values():
+                proc.stop()
 
 
 # -- the kustomize base -------------------------------------------------------------------------
@@ -705,23 +887,38 @@ def test_kustomize_base_applies_and_matches_the_chart(lab: Cluster, crd: Path, h
     assert one(built, "CustomResourceDefinition") == yaml.safe_load(CRD.read_text())
     assert one(built, "Namespace")["metadata"]["name"] == "nimop-system"
 
-    # Identical RBAC content to the chart with default values.
-    chart = helm.template()
+    # Identical RBAC content to the chart with default values, installed as release "nimop"
+    # (whose full name, and Lease name, is then "nimop" too).
+    chart = helm.template(release="nimop")
     assert rule_set(one(built, "ClusterRole", "nimop")["rules"]) == rule_set(
-        one(chart, "ClusterRole", "t-nimop")["rules"]
+        one(chart, "ClusterRole", "nimop")["rules"]
     )
     assert rule_set(one(built, "ClusterRole", "nimop-capacity")["rules"]) == rule_set(
-        one(chart, "ClusterRole", "t-nimop-capacity")["rules"]
+        one(chart, "ClusterRole", "nimop-capacity")["rules"]
     )
     assert rule_set(one(built, "ClusterRole", "nimop")["rules"]) == NAMESPACE_RULES
-    for binding in find(built, "ClusterRoleBinding"):
+    lease_role = one(built, "Role", "nimop-leader-election")
+    assert lease_role["metadata"]["namespace"] == "nimop-system"
+    assert named_rule_set(lease_role["rules"]) == named_rule_set(
+        one(chart, "Role", "nimop-leader-election")["rules"]
+    )
+    assert named_rule_set(lease_role["rules"]) == lease_rules("nimop")
+    assert len(find(built, "Role")) == 1
+    lease_binding = one(built, "RoleBinding", "nimop-leader-election")
+    assert lease_binding["metadata"]["namespace"] == "nimop-system"
+    assert lease_binding["roleRef"]["name"] == "nimop-leader-election"
+    for binding in [*find(built, "ClusterRoleBinding"), lease_binding]:
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "nimop", "namespace": "nimop-system"}
         ]
 
     # The same pod security posture, probes, resources and settings.
+    assert (
+        one(built, "Deployment", "nimop")["spec"]["strategy"]
+        == one(chart, "Deployment", "nimop")["spec"]["strategy"]
+    )
     ours = one(built, "Deployment", "nimop")["spec"]["template"]["spec"]
-    theirs = one(chart, "Deployment", "t-nimop")["spec"]["template"]["spec"]
+    theirs = one(chart, "Deployment", "nimop")["spec"]["template"]["spec"]
     assert ours["securityContext"] == theirs["securityContext"]
     assert ours["volumes"] == theirs["volumes"]
     mine, helms = ours["containers"][0], theirs["containers"][0]
@@ -743,6 +940,7 @@ def test_kustomize_base_applies_and_matches_the_chart(lab: Cluster, crd: Path, h
         user = "system:serviceaccount:nimop-system:nimop"
         permitted(lab, user, [("watch", "nimservices.nimop.dev", None, None)])
         denied(lab, user, never_allowed("default"))
+        lease_access(lab, user, "nimop", "nimop-system", "default")
     finally:
         lab.kubectl(
             "delete",

@@ -6,36 +6,17 @@ operator's tests can rely on the same behaviour a managed cluster would show.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from kubernetes import client
 
 from nimlab.cluster import Cluster
 from nimlab.testing import (
-    api_client,
     deployment,
     nim_container,
     pod_spec,
     wait_for,
 )
-
-
-@pytest.fixture(scope="module")
-def api(lab: Cluster) -> Iterator[Any]:
-    with api_client(lab) as api:
-        yield api
-
-
-@pytest.fixture
-def core(api: Any) -> Any:
-    return client.CoreV1Api(api)
-
-
-@pytest.fixture
-def apps(api: Any) -> Any:
-    return client.AppsV1Api(api)
 
 
 def scheduling_events(core: Any, namespace: str) -> list[str]:

@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from kubernetes import client
 
 from nimlab.cluster import Cluster
 from nimlab.control import RunnerControl
-from nimlab.testing import api_client, deployment, nim_container, pod_spec, service, wait_for
-
-
-@pytest.fixture(scope="module")
-def api(lab: Cluster) -> Iterator[Any]:
-    with api_client(lab) as api:
-        yield api
-
-
-@pytest.fixture
-def core(api: Any) -> Any:
-    return client.CoreV1Api(api)
-
-
-@pytest.fixture
-def control(lab: Cluster) -> RunnerControl:
-    return RunnerControl(lab.runner_control)
+from nimlab.testing import deployment, nim_container, pod_spec, service, wait_for
 
 
 def ready_pods(core: Any, namespace: str) -> int:
@@ -41,10 +23,9 @@ def ready_pods(core: Any, namespace: str) -> int:
 
 
 def test_service_proxy_forwards_chat_to_ready_pods(
-    namespace: str, core: Any, api: Any, control: RunnerControl
+    namespace: str, core: Any, apps: Any, control: RunnerControl
 ) -> None:
     spec = pod_spec(nim_container("1.0-load-0s"))
-    apps: Any = client.AppsV1Api(api)
     apps.create_namespaced_deployment(namespace, deployment("llama", spec, 2))
     core.create_namespaced_service(namespace, service("llama", {"app": "llama"}))
     core.create_namespaced_service(namespace, service("nobody", {"app": "nobody"}))

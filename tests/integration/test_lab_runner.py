@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
-from kubernetes import client, watch
+from kubernetes import watch
 
-from nimlab.cluster import Cluster
 from nimlab.control import RunnerControl
 from nimlab.testing import (
-    api_client,
     deployment,
     http_probe,
     nim_container,
@@ -20,27 +16,6 @@ from nimlab.testing import (
     pod_spec,
     wait_for,
 )
-
-
-def apps(api: Any) -> Any:
-    """The generated client wants V1 models; these tests hand it plain manifests."""
-    return client.AppsV1Api(api)
-
-
-@pytest.fixture(scope="module")
-def api(lab: Cluster) -> Iterator[Any]:
-    with api_client(lab) as api:
-        yield api
-
-
-@pytest.fixture
-def core(api: Any) -> Any:
-    return client.CoreV1Api(api)
-
-
-@pytest.fixture
-def control(lab: Cluster) -> RunnerControl:
-    return RunnerControl(lab.runner_control)
 
 
 def condition(pod_obj: Any, kind: str) -> str | None:
@@ -243,11 +218,11 @@ def test_missing_secret_blocks_the_container_until_it_exists(
 
 
 def test_steady_state_makes_no_pod_writes(
-    namespace: str, core: Any, api: Any, control: RunnerControl
+    namespace: str, core: Any, apps: Any, control: RunnerControl
 ) -> None:
     liveness = http_probe("/v1/health/live")
     spec = pod_spec(nim_container("1.0-load-0s", startup=True, liveness=liveness))
-    apps(api).create_namespaced_deployment(namespace, deployment("steady", spec, 3))
+    apps.create_namespaced_deployment(namespace, deployment("steady", spec, 3))
 
     def all_ready() -> Any:
         pods = core.list_namespaced_pod(namespace)

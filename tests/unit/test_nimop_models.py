@@ -142,7 +142,7 @@ def test_models_are_frozen() -> None:
         {"cache": {"mountPath": "relative/path"}},
         {"cache": {"accessMode": "ReadOnlyMany"}},
         {"rollout": {"strategy": "BlueGreen"}},
-        {"rollout": {"progressDeadlineSeconds": 59}},
+        {"rollout": {"progressDeadlineSeconds": 9}},
         {"probes": {"startup": {"failureThreshold": 0}}},
         {"probes": {"readiness": {"path": "no-slash"}}},
         {"gpu": {"product": "has space"}},

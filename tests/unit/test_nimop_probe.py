@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from nimop import pods
-from nimop.probe import DirectTransport, Prober, served_models
+from nimop import kube, pods
+from nimop.probe import DirectTransport, Prober, ProxyTransport, served_models
 from nimsim import SimConfig, Simulator
 
 MODEL = "meta/llama-3.1-8b-instruct"
@@ -102,3 +102,35 @@ async def test_probe_many_keys_by_pod(prober: Prober) -> None:
 )
 def test_served_models_is_lenient(body: str, expected: tuple[str, ...]) -> None:
     assert served_models(body) == expected
+
+
+class StubKube:
+    """Stands in for kube.Kube.request only: records the path, answers like the API server."""
+
+    def __init__(self, answer: dict[str, object] | kube.ApiError) -> None:
+        self.answer = answer
+        self.paths: list[str] = []
+
+    async def request(self, method: str, path: str, **_: object) -> dict[str, object]:
+        self.paths.append(path)
+        if isinstance(self.answer, kube.ApiError):
+            raise self.answer
+        return self.answer
+
+
+async def test_proxy_transport_goes_through_the_pod_proxy() -> None:
+    stub = StubKube({"object": "list", "data": [{"id": MODEL}]})
+    transport = ProxyTransport(stub, timeout=1.0)  # type: ignore[arg-type]
+    status, body = await transport.get("ai", target("llama-0"), 8000, "/v1/models")
+    assert stub.paths == ["/api/v1/namespaces/ai/pods/llama-0:8000/proxy/v1/models"]
+    assert status == 200
+    assert served_models(body) == (MODEL,)
+
+
+async def test_proxy_transport_maps_statuses_and_unreachable_pods() -> None:
+    loading = ProxyTransport(StubKube(kube.ApiError(503, "model is loading")), 1.0)  # type: ignore[arg-type]
+    assert (await loading.get("ai", target(), 8000, "/v1/health/ready"))[0] == 503
+    refused = kube.ApiError(503, "error trying to reach service: dial tcp: connection refused")
+    prober = Prober(ProxyTransport(StubKube(refused), 1.0))  # type: ignore[arg-type]
+    result = await prober.probe_pod("ai", target(), 8000, MODEL)
+    assert result.verdict == "Unreachable"

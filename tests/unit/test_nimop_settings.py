@@ -24,8 +24,12 @@ def test_defaults() -> None:
     assert settings.templates_dir is None
     assert settings.http_address == "0.0.0.0:8080"
     assert (settings.watch_server_timeout, settings.watch_client_timeout) == (300, 330)
-    assert settings.peering == ""
-    assert settings.priority == 0
+    assert settings.leader_election is False
+    assert (settings.lease_name, settings.lease_namespace, settings.lease_seconds) == (
+        "nimop",
+        "",
+        15,
+    )
     assert settings.log_level == "INFO"
     assert settings.log_json is False
 
@@ -62,8 +66,10 @@ def test_numbers_strings_and_paths_parse() -> None:
             "NIMOP_HTTP_ADDRESS": "127.0.0.1:9090",
             "NIMOP_WATCH_SERVER_TIMEOUT": "60",
             "NIMOP_WATCH_CLIENT_TIMEOUT": "90",
-            "NIMOP_PEERING": "nimop",
-            "NIMOP_PRIORITY": "-5",
+            "NIMOP_LEADER_ELECTION": "true",
+            "NIMOP_LEASE_NAME": "nimop-ha",
+            "NIMOP_LEASE_NAMESPACE": "nimop-system",
+            "NIMOP_LEASE_SECONDS": "5",
             "NIMOP_LOG_LEVEL": "DEBUG",
         }
     )
@@ -77,8 +83,12 @@ def test_numbers_strings_and_paths_parse() -> None:
     assert settings.templates_dir == Path("/etc/nimop/templates")
     assert settings.http_address == "127.0.0.1:9090"
     assert (settings.watch_server_timeout, settings.watch_client_timeout) == (60, 90)
-    assert settings.peering == "nimop"
-    assert settings.priority == -5
+    assert settings.leader_election is True
+    assert (settings.lease_name, settings.lease_namespace, settings.lease_seconds) == (
+        "nimop-ha",
+        "nimop-system",
+        5,
+    )
     assert settings.log_level == "DEBUG"
 
 
@@ -109,7 +119,7 @@ def test_empty_variables_keep_the_default() -> None:
         ("NIMOP_RESYNC_SECONDS", "forever"),
         ("NIMOP_CAPACITY_TTL", "-1"),
         ("NIMOP_WATCH_SERVER_TIMEOUT", "0"),
-        ("NIMOP_PRIORITY", "high"),
+        ("NIMOP_LEASE_SECONDS", "soon"),
     ],
 )
 def test_invalid_values_raise(name: str, value: str) -> None:
@@ -128,7 +138,7 @@ def test_settings_are_frozen_and_closed() -> None:
         Settings(probe_timeout=1, unknown=1)  # type: ignore[call-arg]
     settings = Settings()
     with pytest.raises(ValidationError):
-        settings.priority = 1  # type: ignore[misc]
+        settings.lease_seconds = 1  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(
@@ -151,3 +161,9 @@ def test_empty_http_address_from_the_environment_disables_http() -> None:
 
 def test_host_port_unbrackets_ipv6() -> None:
     assert Settings(http_address="[::]:8080").host_port() == ("::", 8080)
+
+
+def test_lease_namespace_falls_back_to_the_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings(lease_namespace="ops").resolved_lease_namespace() == "ops"
+    monkeypatch.setenv("POD_NAMESPACE", "nimop-system")
+    assert Settings().resolved_lease_namespace() == "nimop-system"

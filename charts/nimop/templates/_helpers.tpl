@@ -49,15 +49,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
-"true" when replicas coordinate through kopf peering: forced by peering.enabled, and always on
-with more than one replica (standalone replicas would all reconcile the same NimServices).
+The Lease the replicas elect a leader on (NIMOP_LEASE_NAME), in the release namespace.
 */}}
-{{- define "nimop.peering" -}}
-{{- if or .Values.peering.enabled (gt (int .Values.replicas) 1) }}true{{ end }}
-{{- end }}
-
-{{- define "nimop.peeringName" -}}
-{{- default (include "nimop.fullname" .) .Values.peering.name }}
+{{- define "nimop.leaseName" -}}
+{{- include "nimop.fullname" . }}
 {{- end }}
 
 {{/*
@@ -133,4 +128,21 @@ Cluster-wide reads for GPU-aware rollouts (is there a free GPU for a surge repli
 - apiGroups: [""]
   resources: ["nodes", "pods"]
   verbs: ["list"]
+{{- end }}
+
+{{/*
+Leader election, granted in the release namespace only (both modes): the one Lease the replicas
+campaign for. Kept identical in content to the Role in deploy/kustomize/base/rbac.yaml.
+*/}}
+{{- define "nimop.leaseRules" -}}
+# Read, renew and (on a clean exit) release the one Lease: PUTs conditional on its
+# resourceVersion, so two replicas can never both win.
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  resourceNames: [{{ include "nimop.leaseName" . | quote }}]
+  verbs: ["get", "update"]
+# Create it when it does not exist yet. A create cannot be restricted by name.
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create"]
 {{- end }}
