@@ -27,6 +27,7 @@ from nimlab.binaries import ensure_binaries, repo_root
 from nimlab.cluster import Cluster, free_port
 
 NAMESPACE = "bench"
+RECONCILE = "nimop_reconcile_duration_seconds"
 
 
 def _nimservice(i: int) -> dict[str, Any]:
@@ -65,12 +66,13 @@ def _sum(metrics: dict[str, float], name: str) -> float:
     return sum(v for k, v in metrics.items() if k.split("{")[0] == name)
 
 
-def _quantile(metrics: dict[str, float], name: str, q: float) -> float:
-    """From a Prometheus histogram's cumulative buckets: the upper bound holding quantile q."""
+def _quantile(after: dict[str, float], before: dict[str, float], q: float) -> float:
+    """The upper bucket bound holding quantile q of the reconcile passes made between two
+    scrapes (Prometheus buckets are cumulative, so a window is the difference of two scrapes)."""
     buckets = sorted(
-        (float(k.split('le="')[1].split('"')[0]), v)
-        for k, v in metrics.items()
-        if k.startswith(f"{name}_bucket")
+        (float(k.split('le="')[1].split('"')[0]), v - before.get(k, 0.0))
+        for k, v in after.items()
+        if k.startswith(f"{RECONCILE}_bucket")
     )
     total = buckets[-1][1] if buckets else 0
     for bound, count in buckets:
@@ -154,6 +156,7 @@ def run(count: int = 100, steady_seconds: float = 60.0) -> dict[str, float]:
 
             sampler = threading.Thread(target=sample_healthz, daemon=True)
             sampler.start()
+            start_metrics = _metrics(port)
             created = time.monotonic()
             docs = yaml.safe_dump_all([_nimservice(i) for i in range(count)])
             lab.kubectl("apply", "-f", "-", input=docs)
@@ -174,6 +177,7 @@ def run(count: int = 100, steady_seconds: float = 60.0) -> dict[str, float]:
                     raise RuntimeError(f"only {ready}/{count} Ready after 900s")
                 time.sleep(1)
             converge = time.monotonic() - created
+            converged = _metrics(port)
             stop.set()
             sampler.join()
 
@@ -198,12 +202,14 @@ def run(count: int = 100, steady_seconds: float = 60.0) -> dict[str, float]:
                     _sum(after, "nimop_api_requests_total")
                     - _sum(before, "nimop_api_requests_total")
                 ),
-                "reconcile p50 (s, bucket bound)": _quantile(
-                    after, "nimop_reconcile_duration_seconds", 0.5
+                "reconcile p50 converging (s, bucket bound)": _quantile(
+                    converged, start_metrics, 0.5
                 ),
-                "reconcile p99 (s, bucket bound)": _quantile(
-                    after, "nimop_reconcile_duration_seconds", 0.99
+                "reconcile p99 converging (s, bucket bound)": _quantile(
+                    converged, start_metrics, 0.99
                 ),
+                "reconcile p50 steady (s, bucket bound)": _quantile(after, before, 0.5),
+                "reconcile p99 steady (s, bucket bound)": _quantile(after, before, 0.99),
                 "operator RSS (MiB)": rss,
                 "operator CPU while steady (% of one core)": 100
                 * (cpu_after - cpu_before)

@@ -289,6 +289,11 @@ class Cluster:
         self._wait("kube-apiserver /readyz", lambda: self.ca_file.exists() and ready(), deadline)
 
     def _write_kubeconfig(self) -> None:
+        self.write_kubeconfig(self.kubeconfig, self.token, user="lab-admin")
+
+    def write_kubeconfig(self, path: Path, token: str, user: str = "user") -> Path:
+        """A kubeconfig for this cluster authenticating with `token` (the admin's, or, in
+        tests, a ServiceAccount's, to run something with exactly that account's RBAC)."""
         doc = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -298,12 +303,13 @@ class Cluster:
                     "cluster": {"server": self.server, "certificate-authority": str(self.ca_file)},
                 }
             ],
-            "users": [{"name": "lab-admin", "user": {"token": self.token}}],
-            "contexts": [{"name": "nimlab", "context": {"cluster": "nimlab", "user": "lab-admin"}}],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [{"name": "nimlab", "context": {"cluster": "nimlab", "user": user}}],
             "current-context": "nimlab",
         }
-        self.kubeconfig.write_text(yaml.safe_dump(doc))
-        self.kubeconfig.chmod(0o600)
+        path.write_text(yaml.safe_dump(doc))
+        path.chmod(0o600)
+        return path
 
     def _start_controllers(self) -> None:
         pki = self.workdir / "pki"

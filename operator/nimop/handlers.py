@@ -42,7 +42,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if config.probe_mode == "proxy":
         transport = probe.ProxyTransport(api, config.probe_timeout)
     else:
-        transport = probe.DirectTransport(config.probe_timeout, config.probe_concurrency)
+        transport = probe.DirectTransport(config.probe_timeout)
     applier = apply.Applier(api, config.resync_seconds)
     ctx = reconcile.Context(
         api=api,

@@ -17,7 +17,7 @@ RECONCILES = Counter(
 RECONCILE_SECONDS = Histogram(
     "nimop_reconcile_duration_seconds",
     "Duration of one reconcile pass",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
     registry=REGISTRY,
 )
 ERRORS = Counter(

@@ -496,22 +496,7 @@ def token_kubeconfig(lab: Cluster, release: Release, path: Path) -> Path:
     token = lab.kubectl(
         "create", "token", release.service_account, "-n", release.namespace, "--duration=1h"
     ).strip()
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "lab",
-                "cluster": {"server": lab.server, "certificate-authority": str(lab.ca_file)},
-            }
-        ],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "lab", "user": "operator"}}],
-        "current-context": "operator",
-    }
-    path.write_text(yaml.safe_dump(doc))
-    path.chmod(0o600)
-    return path
+    return lab.write_kubeconfig(path, token, user="operator")
 
 
 def can_i(

@@ -36,7 +36,7 @@ def target(port_owner: str = "p") -> pods.PodFacts:
 
 @pytest.fixture
 async def prober() -> AsyncIterator[Prober]:
-    p = Prober(DirectTransport(timeout=1.0, max_connections=8), concurrency=4)
+    p = Prober(DirectTransport(timeout=1.0, connections=8, shards=2), concurrency=4)
     yield p
     await p.aclose()
 
