@@ -57,9 +57,6 @@ class Context:
 @dataclass(frozen=True)
 class Outcome:
     requeue_after: float
-    status: models.NimServiceStatus | None = None
-    written: tuple[str, ...] = ()
-    """What this pass wrote: "apply:<Kind>", "status", "event", "gate", for tests and metrics."""
     body: Obj | None = None
     """The NimService as the status patch returned it (fresher than the watch may be)."""
 
@@ -86,8 +83,7 @@ async def finish(
     body: Obj,
     prev: models.NimServiceStatus,
     snap: status.Snapshot,
-    extra_events: tuple[rollout.Event, ...],
-    written: list[str],
+    extra_events: tuple[rollout.Event, ...] = (),
 ) -> Outcome:
     """Compute status, write it if it changed, post Events for what changed."""
     new = status.compute(snap, prev)
@@ -103,19 +99,17 @@ async def finish(
         fresh = await ctx.api.request(
             "PATCH", path, body={"status": patch}, content_type=kube.MERGE_PATCH
         )
-        written.append("status")
         metrics.WRITES.labels("status").inc()
     to_post = list(extra_events) + status.transitions(prev, new)
     if to_post:
         posted = await events.post(ctx.api, body, to_post, snap.now)
-        written += ["event"] * posted
         metrics.WRITES.labels("event").inc(posted)
     ready = new.condition("Ready")
     metrics.READY.labels(meta["namespace"], meta["name"]).set(
         1 if ready and ready.status == "True" else 0
     )
     metrics.SERVING.labels(meta["namespace"], meta["name"]).set(new.serving_replicas)
-    return Outcome(interval(ctx.settings, new), new, tuple(written), fresh)
+    return Outcome(interval(ctx.settings, new), fresh)
 
 
 async def reconcile(ctx: Context, body: Obj) -> Outcome:
@@ -124,39 +118,41 @@ async def reconcile(ctx: Context, body: Obj) -> Outcome:
     generation = int(meta.get("generation", 1))
     prev = models.parse_status(body.get("status"))
     now = ctx.clock()
-    base = status.Snapshot(
-        name=name, namespace=namespace, generation=generation, now=now, spec=None
-    )
-    written: list[str] = []
-
     if meta.get("deletionTimestamp"):
         return Outcome(ctx.settings.probe_interval_steady)
 
-    try:
-        spec = models.NimServiceSpec.model_validate(body.get("spec") or {})
-    except ValidationError as err:
-        return await finish(
-            ctx, body, prev, replace(base, invalid=describe_errors(err)), (), written
-        )
-    base = replace(base, spec=spec)
-
+    # Observe before judging the spec: even an invalid edit must report what still serves.
     observed = await observe.children(ctx.api, namespace, name)
+    live_deployment = observed.deployment
     facts = [pods.facts(p) for p in observed.pods]
-    targets = [(f, f.model or spec.model) for f in pods.live(facts) if pods.probeable(f)]
+    try:
+        spec: models.NimServiceSpec | None = models.NimServiceSpec.model_validate(
+            body.get("spec") or {}
+        )
+        invalid = None
+    except ValidationError as err:
+        spec, invalid = None, describe_errors(err)
+    expected = spec.model if spec else None
+    targets = [
+        (f, model) for f in pods.live(facts) if pods.probeable(f) and (model := f.model or expected)
+    ]
     probes = await ctx.prober.probe(namespace, targets, params.API_PORT)
     for result in probes.values():
         metrics.PROBES.labels(result.verdict).inc()
-    gate_writes = await gates.sync(ctx.api, namespace, facts, probes, now)
-    written += ["gate"] * gate_writes
-    metrics.WRITES.labels("gate").inc(gate_writes)
+    metrics.WRITES.labels("gate").inc(await gates.sync(ctx.api, namespace, facts, probes, now))
 
-    live_deployment = observed.deployment
     external = observe.scaled_externally(live_deployment)
-    desired_replicas = spec.replicas
-    if external and live_deployment is not None:
+    if (external or spec is None) and live_deployment is not None:
         desired_replicas = int(live_deployment.get("spec", {}).get("replicas", 0))
-    snap = replace(
-        base,
+    else:
+        desired_replicas = spec.replicas if spec else 0
+    snap = status.Snapshot(
+        name=name,
+        namespace=namespace,
+        generation=generation,
+        now=now,
+        spec=spec,
+        invalid=invalid,
         deployment=live_deployment,
         facts=facts,
         probes=probes,
@@ -164,15 +160,15 @@ async def reconcile(ctx: Context, body: Obj) -> Outcome:
         rollout=prev.rollout,
         live_revision=render.revision_of(live_deployment),
     )
+    if spec is None:
+        return await finish(ctx, body, prev, snap)
 
     problems = validate.problems(spec)
     if problems:
-        return await finish(
-            ctx, body, prev, replace(snap, invalid="; ".join(problems)), (), written
-        )
+        return await finish(ctx, body, prev, replace(snap, invalid="; ".join(problems)))
     missing = await observe.missing(ctx.api, namespace, spec)
     if missing:
-        return await finish(ctx, body, prev, replace(snap, missing=missing), (), written)
+        return await finish(ctx, body, prev, replace(snap, missing=missing))
 
     requested = params.requested_strategy(spec.rollout)
     previous_kind = prev.rollout.strategy if prev.rollout else "Surge"
@@ -242,12 +238,10 @@ async def reconcile(ctx: Context, body: Obj) -> Outcome:
             prev,
             replace(snap, invalid=rejected, rollout=decision.status),
             decision.events,
-            written,
         )
-    written += [f"apply:{k[1]}" for k in applied]
     metrics.WRITES.labels("apply").inc(len(applied))
     snap = replace(snap, rollout=decision.status, live_revision=decision.apply_revision)
-    return await finish(ctx, body, prev, snap, decision.events, written)
+    return await finish(ctx, body, prev, snap, decision.events)
 
 
 async def timed(ctx: Context, body: Obj) -> Outcome:

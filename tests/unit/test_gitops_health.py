@@ -232,7 +232,7 @@ def pod(
         },
     }
     if running:
-        obj["status"]["podIP"] = "10.0.0.7"
+        obj["status"]["podIP"] = "127.1.0.7"
     if state:
         obj["status"]["containerStatuses"] = [{"name": "nim", "state": state, "restartCount": 0}]
     return pods.facts(obj)

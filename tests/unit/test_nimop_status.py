@@ -239,3 +239,17 @@ def test_merge_patch_removes_what_is_no_longer_reported() -> None:
         "b": {"d": None},
     }
     assert status.merge_patch({"a": [1]}, {"a": [1, 2]}) == {"a": [1, 2]}
+
+
+def test_an_invalid_spec_still_reports_what_serves() -> None:
+    new = status.compute(
+        snapshot(spec=None, invalid="spec.replicas: bad"), models.NimServiceStatus()
+    )
+    assert new.serving_replicas == 2
+    assert new.replicas == 2
+    stalled = new.condition("Stalled")
+    assert stalled is not None
+    assert (stalled.status, stalled.reason) == ("True", "InvalidSpec")
+    available = new.condition("Available")
+    assert available is not None
+    assert available.status == "True"
