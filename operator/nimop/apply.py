@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from nimop import kube, names, render
+from nimop import kube, metrics, names, render
 
 Obj = dict[str, Any]
 ChildKey = tuple[str, str, str]  # apiVersion, kind, name
@@ -68,7 +68,6 @@ class Applier:
         self._clock = clock
         self._memo: dict[tuple[str, str], dict[ChildKey, tuple[str, float]]] = {}
         self._prunable = set(PRUNABLE)
-        self.writes = 0
 
     def forget(self, namespace: str, owner: str) -> None:
         self._memo.pop((namespace, owner), None)
@@ -111,7 +110,6 @@ class Applier:
             )
             memo[k] = (digest, self._clock())
             written.append(k)
-            self.writes += 1
         if written or first_pass:
             await self._prune(namespace, owner, {key(o) for o in objects}, memo)
         return written
@@ -133,4 +131,4 @@ class Applier:
                 if ours and k not in keep:
                     await self._api.delete(f"{path}/{k[2]}")
                     memo.pop(k, None)
-                    self.writes += 1
+                    metrics.WRITES.labels("delete").inc()

@@ -33,7 +33,6 @@ LABEL_REVISION = f"{GROUP}/revision"
 ANNOTATION_APPLIED_HASH = f"{GROUP}/applied-hash"
 ANNOTATION_MODEL = f"{GROUP}/model"
 READINESS_GATE = f"{GROUP}/model-ready"
-RESERVED_LABEL_PREFIX = f"{GROUP}/"
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
