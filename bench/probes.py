@@ -13,8 +13,8 @@ import subprocess
 import sys
 import time
 
-from nimop import pods
-from nimop.probe import DirectTransport, Prober
+from nimop.core import pods
+from nimop.runtime.probe import DirectTransport, Prober
 
 MODEL = "meta/llama-3.1-8b-instruct"
 

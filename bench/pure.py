@@ -8,8 +8,10 @@ from pathlib import Path
 
 import yaml
 
-from nimop import models, params, pods, render, status
-from nimop.probe import ProbeResult
+from nimop.core import pods, render
+from nimop.core.meta import object_ref
+from nimop.core.probes import ProbeResult
+from nimop.nimservice import models, params, status
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "llama-3.1-8b-instruct.yaml"
 
@@ -26,11 +28,14 @@ def _per_call_ms(fn: object, rounds: int) -> float:
 def run(rounds: int = 300) -> dict[str, float]:
     doc = yaml.safe_load(EXAMPLE.read_text())
     body = {
+        "apiVersion": doc["apiVersion"],
+        "kind": doc["kind"],
         "metadata": {**doc["metadata"], "namespace": "bench", "uid": "u", "generation": 1},
         "spec": doc["spec"],
     }
     spec = models.NimServiceSpec.model_validate(body["spec"])
-    p = params.build(spec, body, params.SURGE)
+    ref = object_ref(body)
+    p = params.build(spec, ref, params.SURGE)
     facts = [
         pods.facts({"metadata": {"name": f"p{i}", "labels": {}}, "status": {"phase": "Running"}})
         for i in range(4)
@@ -50,7 +55,12 @@ def run(rounds: int = 300) -> dict[str, float]:
         "parse spec (ms)": _per_call_ms(
             lambda: models.NimServiceSpec.model_validate(body["spec"]), rounds
         ),
-        "build params (ms)": _per_call_ms(lambda: params.build(spec, body, params.SURGE), rounds),
-        "render children (ms)": _per_call_ms(lambda: render.render(p), rounds),
+        "build params (ms)": _per_call_ms(lambda: params.build(spec, ref, params.SURGE), rounds),
+        "render children, first time (ms)": _per_call_ms(
+            lambda: render.render(p, params.RESOURCE, use_cache=False), rounds
+        ),
+        "render children, params unchanged (ms)": _per_call_ms(
+            lambda: render.render(p, params.RESOURCE), rounds
+        ),
         "compute status (ms)": _per_call_ms(lambda: status.compute(snap, prev), rounds),
     }

@@ -42,7 +42,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _render(args: argparse.Namespace) -> int:
     """Offline rendering, for reviewing a spec or an admin's custom templates."""
-    from nimop import models, params, render
+    from nimop.core import render
+    from nimop.core.meta import object_ref
+    from nimop.nimservice import models, params
 
     docs = list(yaml.safe_load_all(Path(args.file).read_text() if args.file != "-" else sys.stdin))
     out = []
@@ -55,11 +57,17 @@ def _render(args: argparse.Namespace) -> int:
             **doc["metadata"],
         }
         spec = models.NimServiceSpec.model_validate(doc["spec"])
-        p = params.build(spec, {"metadata": meta}, params.SURGE)
+        templates = Path(args.templates) if args.templates else render.default_templates_dir()
+        p = params.build(
+            spec,
+            object_ref({**doc, "metadata": meta}),
+            params.SURGE,
+            template_fingerprint=render.fingerprint(templates, params.RESOURCE),
+        )
         if args.params:
             out.append(render.describe(p))
         else:
-            out.extend(render.render(p, Path(args.templates) if args.templates else None))
+            out.extend(render.render(p, params.RESOURCE, templates))
     sys.stdout.write(yaml.safe_dump_all(json.loads(json.dumps(out, default=str)), sort_keys=False))
     return 0
 

@@ -15,7 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel
 
-from nimop import models, names
+from nimop import names
+from nimop.nimservice import models
 
 Schema = dict[str, Any]
 

@@ -1,9 +1,9 @@
 """kopf wiring, and nothing else: start-up builds the shared context, the watch feeds workers.
 
-Replicas coordinate through a Lease (leader.py): a standby watches but does not reconcile.
-Only `on.event` handlers are registered: they need neither finalizers nor kopf's progress
-annotations, so the operator never writes to a NimService except its status, never blocks its
-deletion, and does not show up in Argo CD or Flux diffs.
+Replicas coordinate through a Lease (runtime/leader.py): a standby watches but does not
+reconcile. Only `on.event` handlers are registered: they need neither finalizers nor kopf's
+progress annotations, so the operator never writes to a NimService except its status, never
+blocks its deletion, and does not show up in Argo CD or Flux diffs.
 """
 
 from __future__ import annotations
@@ -11,16 +11,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from typing import Any
 
 import kopf
 from aiohttp import web
 
-from nimop import apply, kube, leader, metrics, names, observe, probe, reconcile
+from nimop import names
+from nimop.nimservice import reconcile
+from nimop.runtime import apply, kube, leader, metrics, probe
+from nimop.runtime.cluster import Cluster
+from nimop.runtime.references import References
+from nimop.runtime.workers import Outcome, Workers
 from nimop.settings import Settings
-from nimop.workers import Workers
 
 log = logging.getLogger(__name__)
+
+# The API server accepts objects nested far deeper than Python's default recursion limit lets
+# json decode; an object that cannot be decoded would stop the watch for every object.
+RECURSION_LIMIT = 20_000
 
 
 @kopf.on.login()
@@ -30,6 +39,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
     config = Settings.from_env()
     settings.watching.server_timeout = config.watch_server_timeout
     settings.watching.client_timeout = config.watch_client_timeout
@@ -43,25 +53,30 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         transport = probe.ProxyTransport(api, config.probe_timeout)
     else:
         transport = probe.DirectTransport(config.probe_timeout)
-    applier = apply.Applier(api, config.resync_seconds)
+    cluster = Cluster(api, config.namespaces)
     ctx = reconcile.Context(
         api=api,
+        cluster=cluster,
         prober=probe.Prober(transport, config.probe_concurrency),
+        applier=apply.Applier(api),
+        references=References(api),
         settings=config,
-        applier=applier,
-        cluster=observe.ClusterView(api, config.capacity_ttl),
     )
 
     def forget(namespace: str, name: str) -> None:
-        applier.forget(namespace, name)
+        ctx.forget(namespace, name)
         metrics.forget(namespace, name)
 
-    async def run(body: dict[str, Any]) -> reconcile.Outcome:
+    async def run(body: dict[str, Any]) -> Outcome:
         return await reconcile.timed(ctx, body)
 
     memo.ctx = ctx
     memo.workers = Workers(run, on_forget=forget, active=not config.leader_election)
+    cluster.on_owner_change(names.LABEL_NIMSERVICE, memo.workers.wake_label)
     memo.heartbeat = asyncio.create_task(_heartbeat(), name="nimop heartbeat")
+    address = config.host_port()
+    memo.http = await metrics.serve(*address) if address else None
+    await cluster.start()
     memo.elector = None
     if config.leader_election:
         elector = leader.LeaseElector(
@@ -78,8 +93,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         memo.election = asyncio.create_task(elector.run(follow), name="nimop leader election")
     else:
         metrics.LEADER.set(1)
-    address = config.host_port()
-    memo.http = await metrics.serve(*address) if address else None
     log.info("nimop started: namespaces=%s probe=%s", config.namespaces or "all", config.probe_mode)
 
 
@@ -98,6 +111,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await memo.workers.pause()
         await memo.elector.release()  # the standby takes over now, not after the Lease expires
     await memo.workers.shutdown()
+    await memo.ctx.cluster.stop()
     await memo.ctx.prober.aclose()
     await memo.ctx.api.close()
     http: web.AppRunner | None = memo.http

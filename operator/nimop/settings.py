@@ -26,9 +26,6 @@ class Settings(BaseModel):
     probe_mode: Literal["direct", "proxy"] = "direct"
     """direct: dial pod IPs (the operator runs in the cluster). proxy: go through the API
     server's pod proxy (the operator runs outside it; needs RBAC on pods/proxy)."""
-    resync_seconds: float = Field(default=600.0, gt=0)
-    """Re-apply unchanged children this often, putting back hand edits."""
-    capacity_ttl: float = Field(default=15.0, ge=0)
     templates_dir: Path | None = None
     """A cluster admin's own templates instead of the shipped manifests/."""
     http_address: str = "0.0.0.0:8080"

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from nimlab.cluster import Cluster
-from nimop import kube, leader
+from nimop.runtime import kube, leader
 
 from .helpers import Kubectl, OperatorProcess, nimservice, wait_for
 

@@ -23,9 +23,12 @@ import lupa.lua51
 import pytest
 import yaml
 
-from nimop import models, names, pods, status, validate
-from nimop.pods import PodFacts
-from nimop.probe import ProbeResult, Verdict
+from nimop import names
+from nimop.core import children, pods
+from nimop.core.children import DeploymentFacts
+from nimop.core.pods import PodFacts
+from nimop.core.probes import ProbeResult, Verdict
+from nimop.nimservice import models, status, validate
 
 Obj = dict[str, Any]
 
@@ -166,37 +169,39 @@ def deployment(
     available: int,
     total: int | None = None,
     progressing: tuple[str, str] = ("True", "NewReplicaSetAvailable"),
-) -> Obj:
+) -> DeploymentFacts:
     available_status = "True" if available >= replicas else "False"
-    return {
-        "metadata": {"name": NAME, "namespace": NAMESPACE, "generation": 4},
-        "spec": {"replicas": replicas},
-        "status": {
-            "observedGeneration": 4,
-            "replicas": replicas if total is None else total,
-            "updatedReplicas": updated,
-            "readyReplicas": available,
-            "availableReplicas": available,
-            "conditions": [
-                {
-                    "type": "Available",
-                    "status": available_status,
-                    "reason": "MinimumReplicasAvailable"
-                    if available_status == "True"
-                    else "MinimumReplicasUnavailable",
-                    "message": "Deployment has minimum availability."
-                    if available_status == "True"
-                    else "Deployment does not have minimum availability.",
-                },
-                {
-                    "type": "Progressing",
-                    "status": progressing[0],
-                    "reason": progressing[1],
-                    "message": f'ReplicaSet "{NAME}-7c9d" {progressing[1]}',
-                },
-            ],
-        },
-    }
+    return children.deployment(
+        {
+            "metadata": {"name": NAME, "namespace": NAMESPACE, "generation": 4},
+            "spec": {"replicas": replicas},
+            "status": {
+                "observedGeneration": 4,
+                "replicas": replicas if total is None else total,
+                "updatedReplicas": updated,
+                "readyReplicas": available,
+                "availableReplicas": available,
+                "conditions": [
+                    {
+                        "type": "Available",
+                        "status": available_status,
+                        "reason": "MinimumReplicasAvailable"
+                        if available_status == "True"
+                        else "MinimumReplicasUnavailable",
+                        "message": "Deployment has minimum availability."
+                        if available_status == "True"
+                        else "Deployment does not have minimum availability.",
+                    },
+                    {
+                        "type": "Progressing",
+                        "status": progressing[0],
+                        "reason": progressing[1],
+                        "message": f'ReplicaSet "{NAME}-7c9d" {progressing[1]}',
+                    },
+                ],
+            },
+        }
+    )
 
 
 def pod(

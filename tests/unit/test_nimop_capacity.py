@@ -6,7 +6,10 @@ from typing import Any
 
 import pytest
 
-from nimop import capacity, models, params
+from nimop import names
+from nimop.core import capacity, pods
+from nimop.core.meta import object_ref
+from nimop.nimservice import models, params
 
 Obj = dict[str, Any]
 MINIMAL: Obj = {
@@ -14,13 +17,30 @@ MINIMAL: Obj = {
     "model": "meta/llama-3.1-8b-instruct",
     "authSecret": "ngc-api",
 }
-BODY: Obj = {"metadata": {"name": "llama", "namespace": "nim", "uid": "uid-1"}}
+REF = object_ref(
+    {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "metadata": {"name": "llama", "namespace": "nim", "uid": "uid-1"},
+    }
+)
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+
+
+def place(nodes: list[Obj], running: list[Obj], p: params.Params) -> capacity.Placement:
+    """Placement as the operator's caches feed it: node facts, and the GPUs of bound pods that
+    have not finished (the watch's field selector leaves out the others)."""
+    used: dict[str, int] = {}
+    for pod_ in running:
+        node_name = pod_["spec"].get("nodeName")
+        if node_name and pod_["status"].get("phase") not in ("Succeeded", "Failed"):
+            used[node_name] = used.get(node_name, 0) + pods.requested_gpus(pod_)
+    return capacity.placement([capacity.node_facts(n) for n in nodes], used, p.placement)
 
 
 def build(**fields: Any) -> params.Params:
     spec = models.NimServiceSpec.model_validate({**MINIMAL, **fields})
-    return params.build(spec, BODY, params.SURGE)
+    return params.build(spec, REF, params.SURGE)
 
 
 def node(
@@ -111,8 +131,8 @@ def test_prefer_no_schedule_taints_do_not_filter() -> None:
 
 def test_default_tolerations_admit_gpu_tainted_nodes_and_empty_ones_do_not() -> None:
     nodes = [node("gpu-0", taints=[GPU_TAINT])]
-    assert capacity.placement(nodes, [], build()).eligible_nodes == 1
-    assert capacity.placement(nodes, [], build(tolerations=[])).eligible_nodes == 0
+    assert place(nodes, [], build()).eligible_nodes == 1
+    assert place(nodes, [], build(tolerations=[])).eligible_nodes == 0
 
 
 # -- node selection --------------------------------------------------------------------------------
@@ -126,7 +146,7 @@ def test_node_selector_must_match_every_label() -> None:
         node("other-product", labels={"nvidia.com/gpu.product": "A10", "pool": "gpu"}),
         node("unlabelled"),
     ]
-    assert capacity.placement(nodes, [], p).free == {"both": 8}
+    assert place(nodes, [], p).free == {"both": 8}
 
 
 def affinity(*terms: list[Obj]) -> Obj:
@@ -211,13 +231,13 @@ def test_match_fields_pin_pods_to_the_named_node() -> None:
         }
     }
     nodes = [node("gpu-0"), node("gpu-1")]
-    assert capacity.placement(nodes, [], build(affinity=pinned)).free == {"gpu-1": 8}
+    assert place(nodes, [], build(affinity=pinned)).free == {"gpu-1": 8}
 
 
 def test_affinity_filters_placement() -> None:
     zone_a = {"key": "zone", "operator": "In", "values": ["a"]}
     nodes = [node("in-a", labels={"zone": "a"}), node("in-b", labels={"zone": "b"})]
-    assert capacity.placement(nodes, [], build(affinity=affinity([zone_a]))).free == {"in-a": 8}
+    assert place(nodes, [], build(affinity=affinity([zone_a]))).free == {"in-a": 8}
 
 
 @pytest.mark.parametrize(
@@ -232,9 +252,9 @@ def test_affinity_filters_placement() -> None:
 )
 def test_cordoned_and_not_ready_nodes_are_not_eligible(excluded: Obj) -> None:
     p = build()
-    assert capacity.eligible(node("ok"), p) is True
-    assert capacity.eligible(excluded, p) is False
-    placement = capacity.placement([excluded, node("ok", gpus=2)], [], p)
+    assert capacity.eligible(capacity.node_facts(node("ok")), p.placement) is True
+    assert capacity.eligible(capacity.node_facts(excluded), p.placement) is False
+    placement = place([excluded, node("ok", gpus=2)], [], p)
     assert placement.free == {"ok": 2}
     assert placement.max_allocatable == 2
 
@@ -250,19 +270,19 @@ def test_free_gpus_subtract_requests_of_pods_on_the_node() -> None:
         pod("b", requests=1, limits=1),
         pod(None, requests=8),  # pending: not on any node yet
     ]
-    placement = capacity.placement(nodes, pods, build())
+    placement = place(nodes, pods, build())
     assert placement.free == {"a": 4, "b": 3, "c": 0}
     assert placement.eligible_nodes == 3
     assert placement.max_allocatable == 8
 
 
 def test_limits_count_when_requests_are_absent() -> None:
-    placement = capacity.placement([node("a", gpus=4)], [pod("a", limits=3)], build())
+    placement = place([node("a", gpus=4)], [pod("a", limits=3)], build())
     assert placement.free == {"a": 1}
 
 
 def test_requests_win_over_limits() -> None:
-    placement = capacity.placement([node("a", gpus=4)], [pod("a", requests=1, limits=3)], build())
+    placement = place([node("a", gpus=4)], [pod("a", requests=1, limits=3)], build())
     assert placement.free == {"a": 3}
 
 
@@ -277,26 +297,24 @@ def test_requests_win_over_limits() -> None:
     ],
 )
 def test_only_non_terminal_pods_hold_gpus(phase: str, counted: bool) -> None:
-    placement = capacity.placement(
-        [node("a", gpus=4)], [pod("a", requests=4, phase=phase)], build()
-    )
+    placement = place([node("a", gpus=4)], [pod("a", requests=4, phase=phase)], build())
     assert placement.free == {"a": 0 if counted else 4}
 
 
 def test_overcommitted_node_has_zero_free_not_negative() -> None:
-    placement = capacity.placement([node("a", gpus=1)], [pod("a", requests=2)], build())
+    placement = place([node("a", gpus=1)], [pod("a", requests=2)], build())
     assert placement.free == {"a": 0}
 
 
 def test_pods_on_other_or_ineligible_nodes_do_not_count() -> None:
     nodes = [node("a", gpus=2), node("cordoned", gpus=8, unschedulable=True)]
     pods = [pod("cordoned", requests=8), pod("gone", requests=1)]
-    assert capacity.placement(nodes, pods, build()).free == {"a": 2}
+    assert place(nodes, pods, build()).free == {"a": 2}
 
 
 @pytest.mark.parametrize(("value", "gpus"), [(4, 4), ("4", 4), ("0", 0), ("1k", 0), (None, 0)])
 def test_gpu_quantity_reads_whole_numbers(value: object, gpus: int) -> None:
-    assert capacity.gpu_quantity(value) == gpus
+    assert pods.quantity_int(value) == gpus
 
 
 # -- fits ------------------------------------------------------------------------------------------
@@ -311,7 +329,7 @@ def test_fits_one_needs_a_single_node_with_enough_free_gpus() -> None:
 
 
 def test_no_eligible_node_fits_nothing() -> None:
-    placement = capacity.placement([node("a", ready="False")], [], build())
+    placement = place([node("a", ready="False")], [], build())
     assert placement == capacity.Placement(eligible_nodes=0, max_allocatable=0, free={})
     assert placement.fits_one(1) is False
     assert placement.can_ever_fit(1) is False
@@ -320,7 +338,7 @@ def test_no_eligible_node_fits_nothing() -> None:
 def test_full_cluster_can_still_fit_later() -> None:
     nodes = [node("a", gpus=4), node("b", gpus=4)]
     pods = [pod("a", requests=4), pod("b", requests=3)]
-    placement = capacity.placement(nodes, pods, build(gpu={"count": 2}))
+    placement = place(nodes, pods, build(gpu={"count": 2}))
     assert placement.fits_one(2) is False
     assert placement.can_ever_fit(2) is True
     assert placement.can_ever_fit(5) is False

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from nimop import crd, models, names
+from nimop import crd, names
+from nimop.nimservice import models
 
 Schema = dict[str, Any]
 

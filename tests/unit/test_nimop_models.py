@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from nimop import models
+from nimop.nimservice import models
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MINIMAL: dict[str, Any] = {

@@ -8,7 +8,8 @@ import string
 
 import pytest
 
-from nimop import models, names
+from nimop import names
+from nimop.nimservice import models
 
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(models.LABEL_VALUE_PATTERN)

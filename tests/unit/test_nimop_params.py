@@ -6,14 +6,22 @@ from typing import Any
 
 import pytest
 
-from nimop import models, names, params
+from nimop import names
+from nimop.core.meta import object_ref
+from nimop.nimservice import models, params
 
 MINIMAL: dict[str, Any] = {
     "image": {"repository": "nvcr.io/nim/meta/llama-3.1-8b-instruct", "tag": "1.3.3"},
     "model": "meta/llama-3.1-8b-instruct",
     "authSecret": "ngc-api",
 }
-BODY: dict[str, Any] = {"metadata": {"name": "llama", "namespace": "nim", "uid": "uid-1"}}
+REF = object_ref(
+    {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "metadata": {"name": "llama", "namespace": "nim", "uid": "uid-1"},
+    }
+)
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
@@ -25,7 +33,7 @@ def spec(**fields: Any) -> models.NimServiceSpec:
 def build(
     strategy: params.Strategy = params.SURGE, assert_replicas: bool = True, **fields: Any
 ) -> params.Params:
-    return params.build(spec(**fields), BODY, strategy, assert_replicas=assert_replicas)
+    return params.build(spec(**fields), REF, strategy, assert_replicas=assert_replicas)
 
 
 # -- identity --------------------------------------------------------------------------------------
@@ -122,17 +130,35 @@ def test_gpu_count_is_both_requested_and_limited(count: int) -> None:
     }
 
 
-def test_default_gpu_count_is_one() -> None:
+def test_default_gpu_count_is_one_with_cpu_and_memory_requests_so_the_pod_is_burstable() -> None:
     assert build().resources == {
-        "requests": {"nvidia.com/gpu": 1},
+        "requests": {"cpu": 2, "memory": "12Gi", "nvidia.com/gpu": 1},
         "limits": {"nvidia.com/gpu": 1},
     }
+
+
+@pytest.mark.parametrize(("count", "cpu", "memory"), [(2, 4, "24Gi"), (8, 16, "96Gi")])
+def test_default_requests_grow_with_the_gpu_count(count: int, cpu: int, memory: str) -> None:
+    requests = build(gpu={"count": count}).resources["requests"]
+    assert (requests["cpu"], requests["memory"]) == (cpu, memory)
+
+
+def test_explicit_resources_win_field_by_field() -> None:
+    p = build(resources={"requests": {"cpu": "16500m"}})
+    assert p.resources["requests"] == {"cpu": "16500m", "memory": "12Gi", "nvidia.com/gpu": 1}
+
+
+def test_a_limit_without_a_request_gets_no_default_request() -> None:
+    """Kubernetes requests the limit then; a default above it would be refused."""
+    p = build(resources={"limits": {"memory": "8Gi"}})
+    assert "memory" not in p.resources["requests"]
+    assert p.resources["requests"]["cpu"] == 2
 
 
 def test_zero_gpus_add_no_gpu_resource() -> None:
     p = build(gpu={"count": 0}, resources={"requests": {"cpu": "500m", "memory": "32Gi"}})
     assert p.resources == {"requests": {"cpu": "500m", "memory": "32Gi"}}
-    assert build(gpu={"count": 0}).resources == {}
+    assert build(gpu={"count": 0}).resources == {"requests": {"cpu": 2, "memory": "8Gi"}}
 
 
 # -- env -------------------------------------------------------------------------------------------
@@ -354,7 +380,8 @@ def test_pod_annotations_carry_the_model() -> None:
 
 def test_pod_labels_merge_user_labels_with_the_operators_which_win() -> None:
     p = build(podLabels={"team": "ml", names.LABEL_COMPONENT: "mine"})
-    assert p.pod_labels == {"team": "ml", **names.common_labels("llama")}
+    revision = {names.LABEL_REVISION: p.revision}
+    assert p.pod_labels == {"team": "ml", **names.common_labels("llama"), **revision}
     assert p.pod_labels[names.LABEL_COMPONENT] == "inference"
 
 
@@ -384,4 +411,4 @@ def test_service_settings_pass_through() -> None:
 
 def test_build_is_pure() -> None:
     s = spec(env=[{"name": "A", "value": "1"}], cache={"size": "1Gi"}, replicas=2)
-    assert params.build(s, BODY, params.SURGE) == params.build(s, BODY, params.SURGE)
+    assert params.build(s, REF, params.SURGE) == params.build(s, REF, params.SURGE)

@@ -8,16 +8,20 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from nimop import kube, pods
-from nimop.probe import DirectTransport, Prober, ProxyTransport, served_models
+from nimop.core import pods
+from nimop.core.probes import served_models
+from nimop.runtime import kube
+from nimop.runtime.probe import DirectTransport, Prober, ProxyTransport
 from nimsim import SimConfig, Simulator
+from nimsim.app import STATE
 
 MODEL = "meta/llama-3.1-8b-instruct"
 
 
-def target(port_owner: str = "p") -> pods.PodFacts:
+def target(port_owner: str = "p", restarts: int = 0) -> pods.PodFacts:
     return pods.PodFacts(
         name=port_owner,
+        uid=f"uid-{port_owner}",
         ip="127.0.0.1",
         revision="r",
         model=MODEL,
@@ -28,7 +32,7 @@ def target(port_owner: str = "p") -> pods.PodFacts:
         gate=None,
         waiting_reason=None,
         waiting_message="",
-        restarts=0,
+        restarts=restarts,
         unschedulable=None,
         node="n",
     )
@@ -45,6 +49,7 @@ async def start(**env: str) -> Simulator:
     config = SimConfig.from_env({"NIMSIM_HOST": "127.0.0.1", "NIM_SERVER_PORT": "0", **env})
     sim = Simulator(config)
     await sim.start()
+    await asyncio.wait_for(sim.listening.wait(), 5)
     return sim
 
 
@@ -71,24 +76,62 @@ async def test_wrong_model_is_a_mismatch(prober: Prober) -> None:
         await sim.stop()
 
 
-async def test_closed_port_is_unreachable(prober: Prober) -> None:
+async def test_a_closed_port_is_refused_not_answered(prober: Prober) -> None:
+    """What a real NIM looks like while it downloads its model: nothing listens."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     result = await prober.probe_pod("ns", target(), port, MODEL)
-    assert result.verdict == "Unreachable"
+    assert result.verdict == "Refused"
+    assert not result.answered
 
 
-async def test_probe_many_keys_by_pod(prober: Prober) -> None:
+async def test_observe_keys_by_pod_and_reuses_fresh_results(prober: Prober) -> None:
     sims = [await start(NIMSIM_LOAD_DELAY="0", NIM_SERVED_MODEL_NAME=MODEL) for _ in range(3)]
     try:
         results = await asyncio.gather(
-            *(prober.probe("ns", [(target(f"p{i}"), MODEL)], s.port) for i, s in enumerate(sims))
+            *(
+                prober.observe("ns", f"o{i}", [(target(f"p{i}"), MODEL)], s.port, max_age=60)
+                for i, s in enumerate(sims)
+            )
         )
         assert all(r[f"p{i}"].serving for i, r in enumerate(results))
+        before = served(sims)
+        again = await prober.observe("ns", "o0", [(target("p0"), MODEL)], sims[0].port, 60)
+        assert again["p0"].serving
+        assert served(sims) == before  # fresh: no request was sent
+        restarted = await prober.observe(
+            "ns", "o0", [(target("p0", restarts=1), MODEL)], sims[0].port, 60
+        )
+        assert restarted["p0"].serving
+        assert served(sims) > before  # the pod changed: probed again at once
     finally:
         for s in sims:
             await s.stop()
+
+
+async def test_a_stale_result_is_probed_again(prober: Prober) -> None:
+    sim = await start(NIMSIM_LOAD_DELAY="0", NIM_SERVED_MODEL_NAME=MODEL)
+    try:
+        await prober.observe("ns", "o", [(target(), MODEL)], sim.port, max_age=60)
+        before = served([sim])
+        await prober.observe("ns", "o", [(target(), MODEL)], sim.port, max_age=0)
+        assert served([sim]) == before + 1  # a replica that served is asked /v1/models only
+    finally:
+        await sim.stop()
+
+
+def served(sims: list[Simulator]) -> int:
+    """Requests the simulators answered so far, from their own request counter."""
+    total = 0
+    for sim in sims:
+        text = sim.app[STATE].metrics.render().decode()
+        total += sum(
+            int(float(line.rsplit(" ", 1)[1]))
+            for line in text.splitlines()
+            if line.startswith("nimsim_http_requests_total{")
+        )
+    return total
 
 
 @pytest.mark.parametrize(
@@ -133,4 +176,4 @@ async def test_proxy_transport_maps_statuses_and_unreachable_pods() -> None:
     refused = kube.ApiError(503, "error trying to reach service: dial tcp: connection refused")
     prober = Prober(ProxyTransport(StubKube(refused), 1.0))  # type: ignore[arg-type]
     result = await prober.probe_pod("ai", target(), 8000, MODEL)
-    assert result.verdict == "Unreachable"
+    assert result.verdict == "Refused"

@@ -26,7 +26,10 @@ import jinja2
 import pytest
 import yaml
 
-from nimop import models, names, params, render
+from nimop import names
+from nimop.core import render
+from nimop.core.meta import ObjectRef, object_ref
+from nimop.nimservice import models, params
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -46,8 +49,14 @@ LABEL_VALUE = re.compile(models.LABEL_VALUE_PATTERN)
 Obj = dict[str, Any]
 
 
-def body(name: str = "llama", namespace: str = "default") -> Obj:
-    return {"metadata": {"name": name, "namespace": namespace, "uid": UID}}
+def ref(name: str = "llama", namespace: str = "default") -> ObjectRef:
+    return object_ref(
+        {
+            "apiVersion": names.API_VERSION,
+            "kind": names.KIND,
+            "metadata": {"name": name, "namespace": namespace, "uid": UID},
+        }
+    )
 
 
 def build(
@@ -55,9 +64,35 @@ def build(
     name: str = "llama",
     strategy: params.Strategy = params.SURGE,
     assert_replicas: bool = True,
+    templates: Path = MANIFESTS,
 ) -> params.Params:
     spec = models.NimServiceSpec.model_validate(raw if raw is not None else MINIMAL)
-    return params.build(spec, body(name), strategy, assert_replicas=assert_replicas)
+    return params.build(
+        spec,
+        ref(name),
+        strategy,
+        assert_replicas=assert_replicas,
+        template_fingerprint=render.fingerprint(templates, params.RESOURCE),
+    )
+
+
+def rendered(p: params.Params, templates: Path | None = None) -> list[Obj]:
+    return list(render.render(p, params.RESOURCE, templates))
+
+
+def deployment_of(objects: list[Obj]) -> Obj:
+    found = render.find(objects, "Deployment")
+    assert found is not None
+    return found
+
+
+def without_hash(annotations: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in annotations.items() if k != names.ANNOTATION_APPLIED_HASH}
+
+
+def revision_of(deployment: Obj) -> str | None:
+    value = deployment["spec"]["template"]["metadata"]["labels"].get(names.LABEL_REVISION)
+    return value if isinstance(value, str) else None
 
 
 def by_kind(objects: list[Obj]) -> dict[str, Obj]:
@@ -67,7 +102,7 @@ def by_kind(objects: list[Obj]) -> dict[str, Obj]:
 
 
 def pod_spec(objects: list[Obj]) -> Obj:
-    spec: Obj = render.deployment_of(objects)["spec"]["template"]["spec"]
+    spec: Obj = deployment_of(objects)["spec"]["template"]["spec"]
     return spec
 
 
@@ -92,7 +127,13 @@ EXAMPLES_BY_GOLDEN = dict(example_nimservices())
 def render_example(doc: Obj) -> str:
     spec = models.NimServiceSpec.model_validate(doc["spec"])
     meta = {"namespace": "default", "uid": UID, **doc["metadata"]}
-    objects = render.render(params.build(spec, {"metadata": meta}, params.SURGE))
+    p = params.build(
+        spec,
+        object_ref({**doc, "metadata": meta}),
+        params.SURGE,
+        template_fingerprint=render.fingerprint(MANIFESTS, params.RESOURCE),
+    )
+    objects = rendered(p)
     return yaml.safe_dump_all(objects, sort_keys=False)
 
 
@@ -141,7 +182,7 @@ def test_no_golden_file_is_left_without_its_example() -> None:
     ],
 )
 def test_spec_renders_exactly_the_objects_it_needs(extra: Obj, kinds: list[str]) -> None:
-    objects = render.render(build({**MINIMAL, **extra}))
+    objects = rendered(build({**MINIMAL, **extra}))
     assert sorted(o["kind"] for o in objects) == kinds
     for obj in objects:
         assert obj["metadata"]["namespace"] == "default"
@@ -150,14 +191,14 @@ def test_spec_renders_exactly_the_objects_it_needs(extra: Obj, kinds: list[str])
 
 
 def test_replicas_are_omitted_when_not_asserted() -> None:
-    deployment = render.deployment_of(render.render(build(assert_replicas=False)))
+    deployment = deployment_of(rendered(build(assert_replicas=False)))
     assert "replicas" not in deployment["spec"]
-    asserted = render.deployment_of(render.render(build({**MINIMAL, "replicas": 3})))
+    asserted = deployment_of(rendered(build({**MINIMAL, "replicas": 3})))
     assert asserted["spec"]["replicas"] == 3
 
 
 def test_service_routes_to_the_pods_on_the_api_port() -> None:
-    objects = by_kind(render.render(build({**MINIMAL, "service": {"port": 443}})))
+    objects = by_kind(rendered(build({**MINIMAL, "service": {"port": 443}})))
     service = objects["Service"]
     assert service["spec"]["selector"] == names.selector_labels("llama")
     assert service["spec"]["ports"] == [
@@ -313,12 +354,12 @@ def keys_anywhere(node: Any) -> set[str]:
 @functools.cache
 def render_hostile(h: str) -> list[Obj]:
     """Rendered once per string and shared: tests only read it."""
-    return render.render(build(hostile_spec(h)))
+    return rendered(build(hostile_spec(h)))
 
 
 @functools.cache
 def render_minimal() -> list[Obj]:
-    return render.render(build())
+    return rendered(build())
 
 
 def test_hostile_strings_are_valid_spec_values() -> None:
@@ -358,7 +399,7 @@ def test_hostile_strings_land_verbatim_where_they_belong(h: str) -> None:
     labels.pop(names.LABEL_REVISION)
     assert labels == {h: h, "hostile": h, **names.common_labels("llama")}
     assert pod["nodeSelector"] == {h: h}
-    assert service["metadata"]["annotations"] == {h: h, "hostile": h}
+    assert without_hash(service["metadata"]["annotations"]) == {h: h, "hostile": h}
     assert pod["tolerations"] == hostile_spec(h)["tolerations"]
     assert pod["affinity"] == hostile_spec(h)["affinity"]
     assert pod["priorityClassName"] == pod["runtimeClassName"] == fit(h, 253)
@@ -369,10 +410,10 @@ def test_hostile_strings_land_verbatim_where_they_belong(h: str) -> None:
 
 @pytest.mark.parametrize("token", HOSTILE_TOKENS)
 def test_hostile_model_id_lands_verbatim_in_the_model_annotations(token: str) -> None:
-    objects = render.render(build({**MINIMAL, "model": token}))
+    objects = rendered(build({**MINIMAL, "model": token}))
     assert shapes(objects) == shapes(render_minimal())
-    deployment = render.deployment_of(objects)
-    assert deployment["metadata"]["annotations"] == {"nimop.dev/model": token}
+    deployment = deployment_of(objects)
+    assert without_hash(deployment["metadata"]["annotations"]) == {"nimop.dev/model": token}
     assert deployment["spec"]["template"]["metadata"]["annotations"] == {"nimop.dev/model": token}
 
 
@@ -380,7 +421,7 @@ def test_hostile_model_id_lands_verbatim_in_the_model_annotations(token: str) ->
 def test_hostile_image_repository_lands_verbatim_in_the_image(token: str) -> None:
     repository = f"nvcr.io/{token}"
     raw = {**MINIMAL, "image": {"repository": repository, "tag": "1.3.3"}}
-    objects = render.render(build(raw))
+    objects = rendered(build(raw))
     assert shapes(objects) == shapes(render_minimal())
     assert container(objects)["image"] == f"{repository}:1.3.3"
 
@@ -413,7 +454,7 @@ def all_label_values(obj: Obj) -> list[str]:
 @pytest.mark.parametrize("name", [LONG_DOTTED, "llama-3.1-8b.instruct.v2", "8b"])
 def test_any_valid_nimservice_name_renders_valid_child_names_and_labels(name: str) -> None:
     assert len(LONG_DOTTED) == 253
-    objects = render.render(build({**MINIMAL, "replicas": 2, "cache": {"size": "1Gi"}}, name=name))
+    objects = rendered(build({**MINIMAL, "replicas": 2, "cache": {"size": "1Gi"}}, name=name))
     assert sorted(o["kind"] for o in objects) == [
         "Deployment",
         "PersistentVolumeClaim",
@@ -445,20 +486,22 @@ def test_any_valid_nimservice_name_renders_valid_child_names_and_labels(name: st
     ],
 )
 def test_a_hole_without_the_y_filter_fails_rendering(tmp_path: Path, hole: str) -> None:
-    (tmp_path / "bad.yaml.j2").write_text(f"kind: ConfigMap\ndata:\n  image: {hole}\n")
+    (tmp_path / "nimservice-bad.yaml.j2").write_text(f"kind: ConfigMap\ndata:\n  image: {hole}\n")
     with pytest.raises(render.UnsafeTemplateError, match=r"\| y"):
-        render.render(build(), tmp_path)
+        rendered(build(), tmp_path)
 
 
 def test_a_template_using_an_unknown_parameter_fails_naming_it(tmp_path: Path) -> None:
-    (tmp_path / "bad.yaml.j2").write_text("kind: ConfigMap\ndata: {{ p.no_such_param | y }}\n")
+    (tmp_path / "nimservice-bad.yaml.j2").write_text(
+        "kind: ConfigMap\ndata: {{ p.no_such_param | y }}\n"
+    )
     with pytest.raises(jinja2.UndefinedError, match="no_such_param"):
-        render.render(build(), tmp_path)
+        rendered(build(), tmp_path)
 
 
 def test_a_missing_templates_dir_fails(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        render.render(build(), tmp_path / "nope")
+        rendered(build(), tmp_path / "nope")
 
 
 SIDECAR = """\
@@ -471,16 +514,16 @@ SIDECAR = """\
 def test_custom_templates_dir_renders_its_own_additions(tmp_path: Path) -> None:
     custom = tmp_path / "templates"
     shutil.copytree(MANIFESTS, custom)
-    deployment_template = custom / "deployment.yaml.j2"
+    deployment_template = custom / "nimservice-deployment.yaml.j2"
     text = deployment_template.read_text()
     anchor = "      volumes: {{ p.volumes | y }}"
     assert anchor in text
     deployment_template.write_text(text.replace(anchor, SIDECAR + anchor))
     (custom / "NOTES.txt").write_text("not a template: {{ p.image }}\n")
 
-    p = build({**MINIMAL, "replicas": 2, "cache": {"size": "1Gi"}})
-    shipped = by_kind(render.render(p))
-    mine = by_kind(render.render(p, custom))
+    raw = {**MINIMAL, "replicas": 2, "cache": {"size": "1Gi"}}
+    shipped = by_kind(rendered(build(raw)))
+    mine = by_kind(rendered(build(raw, templates=custom), custom))
 
     assert sorted(mine) == sorted(shipped)
     containers = mine["Deployment"]["spec"]["template"]["spec"]["containers"]
@@ -493,11 +536,12 @@ def test_custom_templates_dir_renders_its_own_additions(tmp_path: Path) -> None:
     for kind in ("Service", "PodDisruptionBudget", "PersistentVolumeClaim"):
         assert mine[kind] == shipped[kind]
     # Everything else in the Deployment is the shipped rendering; the revision follows the
-    # changed pod template.
+    # changed templates.
     del containers[1]
-    assert render.revision_of(mine["Deployment"]) != render.revision_of(shipped["Deployment"])
+    assert revision_of(mine["Deployment"]) != revision_of(shipped["Deployment"])
     for deployment in (mine["Deployment"], shipped["Deployment"]):
         deployment["spec"]["template"]["metadata"]["labels"].pop(names.LABEL_REVISION)
+        deployment["metadata"]["annotations"].pop(names.ANNOTATION_APPLIED_HASH)
     assert mine["Deployment"] == shipped["Deployment"]
 
 
@@ -505,15 +549,16 @@ def test_custom_templates_dir_renders_its_own_additions(tmp_path: Path) -> None:
 
 
 def revision(raw: Obj | None = None, **kwargs: Any) -> str:
-    found = render.revision_of(render.deployment_of(render.render(build(raw, **kwargs))))
+    found = revision_of(deployment_of(rendered(build(raw, **kwargs))))
     assert found is not None
     return found
 
 
 def test_deployment_pod_template_carries_its_revision_label() -> None:
-    deployment = render.deployment_of(render.render(build()))
+    p = build()
+    deployment = deployment_of(rendered(p))
     labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert labels[names.LABEL_REVISION] == render.revision_of(deployment)
+    assert labels[names.LABEL_REVISION] == p.revision
     assert re.fullmatch(r"[0-9a-f]{10}", labels[names.LABEL_REVISION])
     assert names.LABEL_REVISION not in deployment["spec"]["selector"]["matchLabels"]
 
@@ -558,22 +603,16 @@ def test_changes_outside_the_pod_template_keep_the_revision(change: Obj, kwargs:
     assert revision({**MINIMAL, **change}, **kwargs) == revision()
 
 
-def test_stamping_again_keeps_the_revision() -> None:
-    deployment = render.deployment_of(render.render(build()))
-    before = render.revision_of(deployment)
-    assert render.stamp_revision(deployment) == before
-
-
-def test_revision_of_a_missing_or_unlabelled_deployment_is_none() -> None:
-    assert render.revision_of(None) is None
-    assert render.revision_of({"spec": {"template": {}}}) is None
+def test_every_object_carries_the_hash_of_its_content() -> None:
+    for obj in rendered(build({**MINIMAL, "replicas": 2})):
+        assert obj["metadata"]["annotations"][names.ANNOTATION_APPLIED_HASH] == (
+            render.content_hash(obj)
+        )
 
 
 def test_replace_pod_template_swaps_the_template_and_strips_the_pod_template_hash() -> None:
-    current = render.deployment_of(render.render(build()))
-    old = render.deployment_of(
-        render.render(build({**MINIMAL, "image": {**MINIMAL["image"], "tag": "1.0.0"}}))
-    )
+    current = deployment_of(rendered(build()))
+    old = deployment_of(rendered(build({**MINIMAL, "image": {**MINIMAL["image"], "tag": "1.0.0"}})))
     from_replica_set = {
         **old["spec"]["template"],
         "metadata": {
@@ -587,10 +626,13 @@ def test_replace_pod_template_swaps_the_template_and_strips_the_pod_template_has
 
     assert result["spec"]["template"] == old["spec"]["template"]
     assert "pod-template-hash" not in result["spec"]["template"]["metadata"]["labels"]
-    assert render.revision_of(result) == render.revision_of(old) != render.revision_of(current)
-    assert {k: v for k, v in result.items() if k != "spec"} == {
-        k: v for k, v in current.items() if k != "spec"
+    assert revision_of(result) == revision_of(old) != revision_of(current)
+    assert {k: v for k, v in result.items() if k not in ("spec", "metadata")} == {
+        k: v for k, v in current.items() if k not in ("spec", "metadata")
     }
+    assert result["metadata"]["annotations"][names.ANNOTATION_APPLIED_HASH] == (
+        render.content_hash(result)
+    )
     assert {k: v for k, v in result["spec"].items() if k != "template"} == {
         k: v for k, v in current["spec"].items() if k != "template"
     }

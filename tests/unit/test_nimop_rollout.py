@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from nimop import models, params, pods, rollout
-from nimop.probe import ProbeResult
+from nimop.core import conditions, pods
+from nimop.core.probes import ProbeResult
+from nimop.nimservice import models, params, rollout
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 
@@ -69,7 +70,7 @@ def progressing(
         current_revision=target,
         last_good_revision=last_good,
         strategy="Surge",
-        start_time=rollout.timestamp(started),
+        start_time=conditions.timestamp(started),
         observed_generation=2,
     )
 
@@ -253,6 +254,6 @@ class TestFailure:
 
 
 def test_time_round_trip() -> None:
-    parsed = rollout.parse_time(rollout.timestamp(NOW))
+    parsed = conditions.parse_time(conditions.timestamp(NOW))
     assert parsed == NOW.replace(tzinfo=None)
-    assert rollout.parse_time("not a time") is None
+    assert conditions.parse_time("not a time") is None

@@ -19,8 +19,6 @@ def test_defaults() -> None:
     assert settings.probe_timeout == 2.0
     assert settings.probe_concurrency == 64
     assert settings.probe_mode == "direct"
-    assert settings.resync_seconds == 600.0
-    assert settings.capacity_ttl == 15.0
     assert settings.templates_dir is None
     assert settings.http_address == "0.0.0.0:8080"
     assert (settings.watch_server_timeout, settings.watch_client_timeout) == (300, 330)
@@ -60,8 +58,6 @@ def test_numbers_strings_and_paths_parse() -> None:
             "NIMOP_PROBE_TIMEOUT": "0.5",
             "NIMOP_PROBE_CONCURRENCY": "8",
             "NIMOP_PROBE_MODE": "proxy",
-            "NIMOP_RESYNC_SECONDS": "120",
-            "NIMOP_CAPACITY_TTL": "0",
             "NIMOP_TEMPLATES_DIR": "/etc/nimop/templates",
             "NIMOP_HTTP_ADDRESS": "127.0.0.1:9090",
             "NIMOP_WATCH_SERVER_TIMEOUT": "60",
@@ -78,8 +74,6 @@ def test_numbers_strings_and_paths_parse() -> None:
     assert settings.probe_timeout == 0.5
     assert settings.probe_concurrency == 8
     assert settings.probe_mode == "proxy"
-    assert settings.resync_seconds == 120.0
-    assert settings.capacity_ttl == 0.0
     assert settings.templates_dir == Path("/etc/nimop/templates")
     assert settings.http_address == "127.0.0.1:9090"
     assert (settings.watch_server_timeout, settings.watch_client_timeout) == (60, 90)
@@ -116,8 +110,6 @@ def test_empty_variables_keep_the_default() -> None:
         ("NIMOP_PROBE_CONCURRENCY", "0"),
         ("NIMOP_PROBE_CONCURRENCY", "2.5"),
         ("NIMOP_PROBE_MODE", "sideways"),
-        ("NIMOP_RESYNC_SECONDS", "forever"),
-        ("NIMOP_CAPACITY_TTL", "-1"),
         ("NIMOP_WATCH_SERVER_TIMEOUT", "0"),
         ("NIMOP_LEASE_SECONDS", "soon"),
     ],

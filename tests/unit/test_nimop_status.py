@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
-from nimop import models, pods, status
-from nimop.probe import ProbeResult
+from nimop.core import children, pods
+from nimop.core.children import DeploymentFacts
+from nimop.core.probes import ProbeResult
+from nimop.nimservice import models, status
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 SPEC = models.NimServiceSpec.model_validate(
@@ -46,22 +48,24 @@ def pod(name: str, revision: str = "r1", running: bool = True, **kw: Any) -> pod
 
 def deployment(
     replicas: int = 2, ready: int = 2, generation: int = 1, observed: int = 1
-) -> dict[str, Any]:
-    return {
-        "metadata": {"generation": generation},
-        "spec": {"replicas": replicas},
-        "status": {
-            "observedGeneration": observed,
-            "replicas": replicas,
-            "updatedReplicas": replicas,
-            "readyReplicas": ready,
-            "availableReplicas": ready,
-            "conditions": [
-                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
-                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
-            ],
-        },
-    }
+) -> DeploymentFacts:
+    return children.deployment(
+        {
+            "metadata": {"generation": generation},
+            "spec": {"replicas": replicas},
+            "status": {
+                "observedGeneration": observed,
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "readyReplicas": ready,
+                "availableReplicas": ready,
+                "conditions": [
+                    {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+                    {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
+                ],
+            },
+        }
+    )
 
 
 def complete(revision: str = "r1") -> models.RolloutStatus:
@@ -91,7 +95,7 @@ def snapshot(**overrides: Any) -> status.Snapshot:
 
 
 def conds(s: status.Snapshot) -> dict[str, tuple[str, str]]:
-    return {c.type: (c.status, c.reason) for c in status.conditions(s)}
+    return {c.type: (c.status, c.reason) for c in status.conditions_of(s)}
 
 
 def test_ready_when_every_replica_serves_the_model() -> None:
@@ -183,7 +187,7 @@ def test_scaled_to_zero_is_ready() -> None:
 
 def test_zero_downtime_condition_follows_the_rollout_strategy() -> None:
     one = complete().model_copy(update={"strategy": "OneAtATime"})
-    c = {x.type: x for x in status.conditions(snapshot(rollout=one, desired_replicas=1))}
+    c = {x.type: x for x in status.conditions_of(snapshot(rollout=one, desired_replicas=1))}
     assert c["ZeroDowntimeRollout"].status == "False"
     assert "service is down" in c["ZeroDowntimeRollout"].message
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from nimop import models, validate
+from nimop.nimservice import models, validate
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MINIMAL: dict[str, Any] = {

@@ -1,24 +1,31 @@
-"""Status as a pure function of what the operator observed.
+"""NimService status as a pure function of what the operator observed.
 
 Conditions follow the Kubernetes and kstatus conventions so kubectl, Flux (kstatus) and Argo CD
 (our Lua health script) agree: `Ready` is True only when the current generation's revision is
 fully rolled out and every desired replica serves spec.model; `Stalled` is True only when a
 human must act; `Reconciling` is True while the operator is still working towards Ready.
-`lastTransitionTime` moves only when a condition's status changes.
+
+A cold start reads as one. A NIM that has not answered yet and is within its startup budget is
+`Downloading` (its port is still closed: real NIMs do not listen while they fetch tens of
+gigabytes) or `ModelLoading` (it answers 503), with Normal Events only. `Unreachable` is for a
+replica that answered before and went silent, or one past its startup budget.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from nimop import models, names, pods
-from nimop.probe import ProbeResult
-from nimop.rollout import Event, timestamp
+from nimop import names
+from nimop.core import conditions, pods
+from nimop.core.children import DeploymentFacts, ReplicaSetFacts
+from nimop.core.conditions import Cond, Event
+from nimop.core.probes import ProbeResult
+from nimop.nimservice import models
 
 Obj = dict[str, Any]
-CondStatus = Literal["True", "False", "Unknown"]
+merge_patch = conditions.merge_patch
 
 ORDER = (
     "Ready",
@@ -40,68 +47,90 @@ class Snapshot:
     spec: models.NimServiceSpec | None
     invalid: str | None = None
     """Why the spec cannot be realised as written (schema, semantics, API server rejection)."""
+    invalid_reason: str = "InvalidSpec"
+    """The Stalled reason for `invalid`: InvalidSpec, NameConflict, PolicyViolation, ..."""
     missing: tuple[str, ...] = ()
     """Referenced objects that do not exist, e.g. "Secret ngc-api"."""
-    deployment: Obj | None = None
+    deployment: DeploymentFacts | None = None
+    replica_sets: tuple[ReplicaSetFacts, ...] = ()
     facts: list[pods.PodFacts] = field(default_factory=list)
     probes: dict[str, ProbeResult] = field(default_factory=dict)
     rollout: models.RolloutStatus | None = None
     desired_replicas: int = 0
     live_revision: str | None = None
-
-
-@dataclass(frozen=True)
-class Cond:
-    type: str
-    status: CondStatus
-    reason: str
-    message: str = ""
+    startup_budget: float = 0.0
+    """Seconds a replica may take to answer after its container starts (the startup probe's
+    budget); 0 when there is no startup probe."""
 
 
 def deployment_settled(
-    deployment: Obj | None, facts: list[pods.PodFacts], revision: str | None
+    deployment: DeploymentFacts | None, facts: list[pods.PodFacts], revision: str | None
 ) -> bool:
     """The Deployment controller caught up with its spec, and only `revision`'s pods remain."""
-    if not deployment:
+    if deployment is None:
         return False
-    spec, status = deployment.get("spec", {}), deployment.get("status", {})
-    want = spec.get("replicas", 1)
+    want = deployment.replicas
     return (
-        status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
-        and status.get("updatedReplicas", 0) == want
-        and status.get("replicas", 0) == want
-        and status.get("availableReplicas", 0) == want
+        deployment.observed_generation >= deployment.generation
+        and deployment.updated_replicas == want
+        and deployment.status_replicas == want
+        and deployment.available_replicas == want
         and all(f.revision == revision for f in pods.live(facts))
     )
 
 
-def deployment_condition(deployment: Obj | None, type_: str) -> Obj | None:
-    for cond in (deployment or {}).get("status", {}).get("conditions", []) or []:
-        if cond.get("type") == type_:
-            result: Obj = cond
-            return result
+def deadline_exceeded(deployment: DeploymentFacts | None) -> bool:
+    cond = deployment.condition("Progressing") if deployment else None
+    return bool(cond and cond.reason == "ProgressDeadlineExceeded")
+
+
+def replica_failure(
+    deployment: DeploymentFacts | None, replica_sets: tuple[ReplicaSetFacts, ...]
+) -> str | None:
+    """Why the ReplicaSet controller cannot create pods (a quota, a missing ServiceAccount or
+    PriorityClass, a Pod Security violation), as the Deployment or its ReplicaSets report it."""
+    cond = deployment.condition("ReplicaFailure") if deployment else None
+    if cond is not None and cond.status == "True":
+        return cond.message or cond.reason
+    for rs in replica_sets:
+        rs_cond = rs.condition("ReplicaFailure")
+        if rs_cond is not None and rs_cond.status == "True" and rs.replicas > 0:
+            return rs_cond.message or rs_cond.reason
     return None
 
 
-def deadline_exceeded(deployment: Obj | None) -> bool:
-    cond = deployment_condition(deployment, "Progressing")
-    return bool(cond and cond.get("reason") == "ProgressDeadlineExceeded")
+def missing_from_pods(facts: list[pods.PodFacts]) -> tuple[str, str, str] | None:
+    """(kind, name, pod) of a Secret or ConfigMap a pod waits for, as the kubelet reports it.
+    The operator has no access to Secrets: this is how it learns one is missing."""
+    for fact in pods.live(facts):
+        ref = fact.missing_reference
+        if ref is not None:
+            return ref[0], ref[1], fact.name
+    return None
 
 
 def _current(s: Snapshot) -> list[pods.PodFacts]:
     return [f for f in pods.live(s.facts) if f.revision == s.live_revision]
 
 
+def cold(s: Snapshot, fact: pods.PodFacts, result: ProbeResult) -> bool:
+    """A replica that has not answered yet, within its startup budget: a cold start."""
+    if result.answered or fact.answered_before:
+        return False
+    elapsed = conditions.seconds_since(fact.started_at, s.now)
+    return elapsed is not None and (s.startup_budget <= 0 or elapsed < s.startup_budget)
+
+
 def model_ready(s: Snapshot) -> Cond:
     model = s.spec.model if s.spec else "?"
     current = _current(s)
-    results = [s.probes[f.name] for f in current if f.name in s.probes]
-    serving = sum(r.serving for r in results)
+    results = [(f, s.probes[f.name]) for f in current if f.name in s.probes]
+    serving = sum(r.serving for _, r in results)
     want = s.desired_replicas
     if want == 0 and not current:
         return Cond("ModelReady", "True", "ScaledToZero", "no replicas are desired")
     summary = f"{serving}/{want} replicas serve {model}"
-    mismatch = next((r for r in results if r.verdict == "Mismatch"), None)
+    mismatch = next((r for _, r in results if r.verdict == "Mismatch"), None)
     if mismatch:
         return Cond(
             "ModelReady",
@@ -111,16 +140,34 @@ def model_ready(s: Snapshot) -> Cond:
         )
     if serving >= want:
         return Cond("ModelReady", "True", "Serving", summary)
-    unreachable = next((r for r in results if r.verdict == "Unreachable"), None)
-    if unreachable:
+    silent = [(f, r) for f, r in results if r.verdict in ("Refused", "Unreachable")]
+    broken = next(((f, r) for f, r in silent if not cold(s, f, r)), None)
+    if broken:
+        fact, result = broken
+        why = "answered before and stopped" if fact.answered_before else "past its startup budget"
         return Cond(
             "ModelReady",
             "False",
             "Unreachable",
-            f"{summary}; pod {unreachable.pod}: {unreachable.detail}",
+            f"{summary}; pod {fact.name} {why}: {result.detail}",
         )
-    if any(r.verdict == "Loading" for r in results):
-        return Cond("ModelReady", "False", "ModelLoading", f"{summary}; the model is loading")
+    if any(r.verdict == "Loading" for _, r in results):
+        return Cond(
+            "ModelReady",
+            "False",
+            "ModelLoading",
+            f"{summary}; the model is loading (/v1/health/ready answers 503)",
+        )
+    if silent:
+        fact = silent[0][0]
+        return Cond(
+            "ModelReady",
+            "False",
+            "Downloading",
+            f"{summary}; pod {fact.name} does not listen yet: a NIM downloads its model "
+            "before it opens its port (normal on a cold node; the startup probe allows "
+            f"{int(s.startup_budget)}s)",
+        )
     waiting = next((f for f in current if not f.running), None)
     if waiting is not None:
         why = waiting.unschedulable or waiting.waiting_reason or waiting.phase
@@ -128,32 +175,44 @@ def model_ready(s: Snapshot) -> Cond:
     return Cond("ModelReady", "False", "Pending", f"{summary}; waiting for replicas")
 
 
+def _serving_note(s: Snapshot) -> str:
+    serving = sum(1 for r in s.probes.values() if r.serving)
+    if serving and s.live_revision:
+        return f"; revision {s.live_revision} keeps serving {serving} replica(s), unchanged"
+    return "; nothing was changed"
+
+
 def _stalled(s: Snapshot) -> Cond | None:
     if s.invalid:
-        return Cond("Stalled", "True", "InvalidSpec", s.invalid)
+        return conditions.stalled(s.invalid_reason, s.invalid + _serving_note(s))
     if s.missing:
         kind = s.missing[0].split(" ", 1)[0]
-        return Cond(
-            "Stalled",
-            "True",
+        return conditions.stalled(
             f"{kind}NotFound",
-            f"{', '.join(s.missing)} not found in namespace {s.namespace}",
+            f"{', '.join(s.missing)} not found in namespace {s.namespace}{_serving_note(s)}",
         )
+    waiting = missing_from_pods(s.facts)
+    if waiting:
+        kind, name, pod = waiting
+        return conditions.stalled(
+            f"{kind}NotFound",
+            f"{kind} {name} not found in namespace {s.namespace}: pod {pod} waits for it "
+            "(CreateContainerConfigError) and starts once it exists",
+        )
+    failure = replica_failure(s.deployment, s.replica_sets)
+    if failure:
+        return conditions.stalled("FailedCreate", f"pods cannot be created: {failure}")
     if s.rollout and s.rollout.phase == "RolledBack":
-        return Cond("Stalled", "True", "RolledBack", s.rollout.message)
+        return conditions.stalled("RolledBack", s.rollout.message)
     if s.rollout and s.rollout.phase == "Failed":
-        return Cond(
-            "Stalled", "True", s.rollout.failure_reason or "RolloutFailed", s.rollout.message
-        )
+        return conditions.stalled(s.rollout.failure_reason or "RolloutFailed", s.rollout.message)
     return None
 
 
-def _ready(s: Snapshot, stalled: Cond | None, model: Cond) -> Cond:
-    if stalled is not None:
-        return Cond("Ready", "False", stalled.reason, stalled.message)
+def _ready(s: Snapshot, model: Cond) -> Cond:
     if s.deployment is None:
         return Cond("Ready", "False", "Creating", "creating the Deployment")
-    serving = sum(1 for f in _current(s) if s.probes.get(f.name, None) and s.probes[f.name].serving)
+    serving = sum(1 for f in _current(s) if f.name in s.probes and s.probes[f.name].serving)
     settled = deployment_settled(s.deployment, s.facts, s.live_revision)
     rolling = s.rollout is not None and s.rollout.phase == "Progressing"
     if model.status == "True" and settled and not rolling and serving >= s.desired_replicas:
@@ -171,13 +230,12 @@ def _ready(s: Snapshot, stalled: Cond | None, model: Cond) -> Cond:
     return Cond("Ready", "False", "RolloutInProgress", message)
 
 
-def _mirror(deployment: Obj | None, type_: str) -> Cond:
-    cond = deployment_condition(deployment, type_)
+def _mirror(deployment: DeploymentFacts | None, type_: str) -> Cond:
+    cond = deployment.condition(type_) if deployment else None
     if cond is None:
         return Cond(type_, "Unknown", "NoDeployment", "the Deployment has not reported yet")
-    return Cond(
-        type_, cond.get("status", "Unknown"), cond.get("reason", "Unknown"), cond.get("message", "")
-    )
+    status = cond.status if cond.status in ("True", "False") else "Unknown"
+    return Cond(type_, status, cond.reason or "Unknown", cond.message)  # type: ignore[arg-type]
 
 
 def _zero_downtime(
@@ -222,67 +280,29 @@ def _zero_downtime(
     )
 
 
-def conditions(s: Snapshot) -> list[Cond]:
-    stalled = _stalled(s)
+def conditions_of(s: Snapshot) -> list[Cond]:
     model = model_ready(s)
-    ready = _ready(s, stalled, model)
-    if ready.status == "True":
-        reconciling = Cond("Reconciling", "False", ready.reason, ready.message)
-    elif stalled is not None:
-        reconciling = Cond(
-            "Reconciling", "False", stalled.reason, "needs a change to the spec or cluster"
-        )
-    else:
-        reconciling = Cond("Reconciling", "True", ready.reason, ready.message)
-    result = [
-        ready,
-        reconciling,
-        stalled or Cond("Stalled", "False", "NotStalled", ""),
-        model,
-        _mirror(s.deployment, "Available"),
-        _mirror(s.deployment, "Progressing"),
-    ]
+    result = conditions.kstatus(_ready(s, model), _stalled(s))
+    result += [model, _mirror(s.deployment, "Available"), _mirror(s.deployment, "Progressing")]
     zero = _zero_downtime(s.rollout, s.spec, s.desired_replicas)
     if zero is not None:
         result.append(zero)
     return result
 
 
-def merge_conditions(
-    prev: list[models.Condition], new: list[Cond], generation: int, now: datetime
-) -> list[models.Condition]:
-    old = {c.type: c for c in prev}
-    out = []
-    for c in new:
-        before = old.get(c.type)
-        since = (
-            before.last_transition_time if before and before.status == c.status else timestamp(now)
-        )
-        out.append(
-            models.Condition(
-                type=c.type,
-                status=c.status,
-                reason=c.reason,
-                message=c.message[:1024],
-                last_transition_time=since,
-                observed_generation=generation,
-            )
-        )
-    return out
-
-
 def compute(s: Snapshot, prev: models.NimServiceStatus) -> models.NimServiceStatus:
-    dstatus = (s.deployment or {}).get("status", {})
+    d = s.deployment
     serving = sum(1 for f in pods.live(s.facts) if f.name in s.probes and s.probes[f.name].serving)
     served = sorted({m for r in s.probes.values() for m in r.models})
     port = s.spec.service.port if s.spec else prev_port(prev)
+    merged = conditions.merge(prev.conditions, conditions_of(s), s.generation, s.now)
     return models.NimServiceStatus(
         observed_generation=s.generation,
-        conditions=merge_conditions(prev.conditions, conditions(s), s.generation, s.now),
-        replicas=int(dstatus.get("replicas", 0) or 0),
-        ready_replicas=int(dstatus.get("readyReplicas", 0) or 0),
-        available_replicas=int(dstatus.get("availableReplicas", 0) or 0),
-        updated_replicas=int(dstatus.get("updatedReplicas", 0) or 0),
+        conditions=[models.Condition.model_validate(c.as_dict()) for c in merged],
+        replicas=d.status_replicas if d else 0,
+        ready_replicas=d.ready_replicas if d else 0,
+        available_replicas=d.available_replicas if d else 0,
+        updated_replicas=d.updated_replicas if d else 0,
         serving_replicas=serving,
         desired_replicas=s.desired_replicas,
         replicas_summary=f"{serving}/{s.desired_replicas}",
@@ -300,14 +320,16 @@ def prev_port(prev: models.NimServiceStatus) -> int:
         return models.ServiceSpec().port
 
 
+WARNING_MODEL_REASONS = ("ModelMismatch", "Unreachable")
+
+
 def transitions(prev: models.NimServiceStatus, new: models.NimServiceStatus) -> list[Event]:
-    """Events for changes a person would want in `kubectl describe`, never for steady state."""
+    """Events for changes a person would want in `kubectl describe`, never for steady state.
+    A cold start (Downloading, ModelLoading) is Normal; only failures are Warnings."""
     events: list[Event] = []
     for type_ in ("Stalled", "Ready", "ModelReady"):
         before, after = prev.condition(type_), new.condition(type_)
-        if after is None or (
-            before and (before.status, before.reason) == (after.status, after.reason)
-        ):
+        if after is None or not conditions.changed(before, after):
             continue
         if type_ == "Stalled" and after.status == "True":
             events.append(Event("Warning", after.reason, after.message))
@@ -315,26 +337,13 @@ def transitions(prev: models.NimServiceStatus, new: models.NimServiceStatus) -> 
             events.append(Event("Normal", "Ready", after.message))
         elif type_ == "Ready" and before is not None and before.status == "True":
             events.append(Event("Warning", "NotReady", f"{after.reason}: {after.message}"))
-        elif type_ == "ModelReady" and after.reason in ("ModelMismatch", "Unreachable"):
+        elif type_ == "ModelReady" and after.reason in WARNING_MODEL_REASONS:
             events.append(Event("Warning", after.reason, after.message))
+        elif type_ == "ModelReady" and after.reason in ("Downloading", "ModelLoading"):
+            events.append(Event("Normal", after.reason, after.message))
     return events
 
 
 def to_api(status: models.NimServiceStatus) -> Obj:
     result: Obj = status.model_dump(by_alias=True, exclude_none=True, mode="json")
     return result
-
-
-def merge_patch(old: Any, new: Any) -> Any:
-    """RFC 7386 patch turning `old` into `new`: nulls remove keys we no longer report."""
-    if not isinstance(old, dict) or not isinstance(new, dict):
-        return new
-    patch: Obj = {}
-    for key in old.keys() - new.keys():
-        patch[key] = None
-    for key, value in new.items():
-        if key not in old:
-            patch[key] = value
-        elif old[key] != value:
-            patch[key] = merge_patch(old[key], value)
-    return patch

@@ -13,15 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from nimop import models, params, pods
-from nimop.probe import ProbeResult
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str
-    reason: str
-    message: str
+from nimop.core import pods
+from nimop.core.conditions import Event, parse_time, timestamp
+from nimop.core.probes import ProbeResult
+from nimop.nimservice import models, params
 
 
 @dataclass(frozen=True)
@@ -96,19 +91,6 @@ class Decision:
     """The revision the Deployment must run: the desired one, or the last good after rollback."""
     strategy: params.Strategy
     events: tuple[Event, ...] = ()
-
-
-def timestamp(now: datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=None)
-    except ValueError:
-        return None
 
 
 def starts_rollout(prev: models.RolloutStatus | None, desired_revision: str) -> bool:
@@ -210,6 +192,24 @@ def decide(inp: Inputs) -> Decision:
     if prev.phase == "RolledBack" and prev.last_good_revision:
         status = prev.model_copy(update={"revisions": revisions})
         return Decision(status, prev.last_good_revision, strategy)
+    if prev.phase == "Failed" and _complete(inp):
+        # Failed without a rollback (a first deployment, or rollback off), then recovered on its
+        # own: a Secret or node appeared and the same revision now serves everywhere.
+        status = prev.model_copy(
+            update={
+                "phase": "Complete",
+                "current_revision": inp.desired_revision,
+                "last_good_revision": inp.desired_revision,
+                "message": f"revision {inp.desired_revision} serves on all replicas",
+                "revisions": revisions,
+            }
+        )
+        return Decision(
+            status,
+            inp.desired_revision,
+            strategy,
+            (Event("Normal", "RolloutComplete", status.message),),
+        )
     if prev.phase in ("Complete", "Failed", "RolledBack"):
         status = prev.model_copy(
             update={"revisions": revisions, "current_revision": inp.desired_revision}

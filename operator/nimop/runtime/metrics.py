@@ -35,11 +35,37 @@ WRITES = Counter(
     ["what"],
     registry=REGISTRY,
 )
+WATCH_EVENTS = Counter(
+    "nimop_watch_events_total", "Watch events received by kind", ["kind"], registry=REGISTRY
+)
+WATCH_ERRORS = Counter(
+    "nimop_watch_errors_total",
+    "Broken or refused watch and list requests by kind",
+    ["kind"],
+    registry=REGISTRY,
+)
+API_CONNECTED = Gauge(
+    "nimop_api_connected",
+    "0 while watches cannot reach the API server, else 1",
+    registry=REGISTRY,
+)
+API_CONNECTED.set(1)
+PASSES = Counter(
+    "nimop_passes_total",
+    "Reconcile passes by outcome: full, or skipped because nothing they read had changed",
+    ["kind", "outcome"],
+    registry=REGISTRY,
+)
 PROBES = Counter("nimop_probe_total", "NIM API probes by verdict", ["verdict"], registry=REGISTRY)
 LEADER = Gauge(
     "nimop_leader", "1 while this replica holds the leader Lease (or runs alone)", registry=REGISTRY
 )
-MANAGED = Gauge("nimop_nimservices", "NimServices this operator reconciles", registry=REGISTRY)
+MANAGED = Gauge(
+    "nimop_managed_objects",
+    "Objects this operator watches, by kind (NimService, NimCache)",
+    ["kind"],
+    registry=REGISTRY,
+)
 READY = Gauge(
     "nimop_nimservice_ready",
     "1 when the NimService is Ready",

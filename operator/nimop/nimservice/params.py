@@ -10,11 +10,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from nimop import models, names
+from nimop import names
+from nimop.core import render
+from nimop.core.capacity import PlacementRequest
+from nimop.core.meta import ObjectRef
+from nimop.nimservice import models
 
 API_PORT = 8000
 API_PORT_NAME = "api"
 PULL_ALLOWANCE_SECONDS = 600
+RESOURCE = "nimservice"
+INT32_MAX = 2**31 - 1
+
+# Requests when spec.resources is silent, so a NIM pod is never BestEffort (the first the
+# kubelet evicts under memory pressure). NVIDIA's NIM for LLMs prerequisites ask for an x86 host
+# with 8+ cores and host memory of about 2 GB per billion parameters plus 5-10 GB (Llama 3.1 8B:
+# ~15 GB; https://docs.nvidia.com/nim/large-language-models/latest/getting-started.html). A
+# request is a scheduling floor, not a cap: these fit the smallest GPU shapes (one GPU, 4 vCPU,
+# 16 GiB) and leave the pod free to use more, since no limit is set.
+DEFAULT_CPU_PER_GPU = 2
+DEFAULT_MEMORY_GIB_PER_GPU = 12
+DEFAULT_CPU_NO_GPU = 2
+DEFAULT_MEMORY_GIB_NO_GPU = 8
 
 StrategyKind = Literal["Surge", "OneAtATime", "Recreate", "RollingUpdate"]
 
@@ -83,6 +100,9 @@ class Params:
     pod_security_context: dict[str, Any]
     container_security_context: dict[str, Any]
     readiness_gate: str
+    revision: str
+    """Hash of everything that shapes the pod template (POD_FIELDS) and of the templates: the
+    revision rollouts are tracked by, decided before rendering."""
     env: list[dict[str, Any]]
     resources: dict[str, dict[str, int | str]]
     port: int
@@ -97,17 +117,38 @@ class Params:
     service_annotations: dict[str, str]
     disruption_budget: bool
 
+    @property
+    def placement(self) -> PlacementRequest:
+        return PlacementRequest(self.node_selector, self.affinity, self.tolerations)
 
-def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
-    meta = body["metadata"]
-    return {
-        "apiVersion": names.API_VERSION,
-        "kind": names.KIND,
-        "name": meta["name"],
-        "uid": meta["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+
+# The fields that end up in the Deployment's pod template. Anything else (replicas, strategy,
+# the Service) changes without a rollout.
+POD_FIELDS = (
+    "pod_labels",
+    "pod_annotations",
+    "image",
+    "pull_policy",
+    "image_pull_secrets",
+    "node_selector",
+    "tolerations",
+    "affinity",
+    "priority_class_name",
+    "runtime_class_name",
+    "service_account_name",
+    "pod_security_context",
+    "container_security_context",
+    "readiness_gate",
+    "env",
+    "resources",
+    "port",
+    "port_name",
+    "startup_probe",
+    "readiness_probe",
+    "liveness_probe",
+    "volumes",
+    "volume_mounts",
+)
 
 
 def startup_budget_seconds(probes: models.ProbesSpec) -> int:
@@ -118,10 +159,11 @@ def startup_budget_seconds(probes: models.ProbesSpec) -> int:
 
 
 def progress_deadline_seconds(spec: models.NimServiceSpec) -> int:
-    """Default: the startup budget plus time to pull a multi-gigabyte NIM image."""
+    """Default: the startup budget plus time to pull a multi-gigabyte NIM image, capped at what
+    the Deployment's int32 field holds."""
     if spec.rollout.progress_deadline_seconds is not None:
         return spec.rollout.progress_deadline_seconds
-    return startup_budget_seconds(spec.probes) + PULL_ALLOWANCE_SECONDS
+    return min(startup_budget_seconds(spec.probes) + PULL_ALLOWANCE_SECONDS, INT32_MAX)
 
 
 def default_tolerations() -> list[dict[str, Any]]:
@@ -142,8 +184,20 @@ def node_selector(spec: models.NimServiceSpec) -> dict[str, str]:
 
 
 def resources(spec: models.NimServiceSpec) -> dict[str, dict[str, int | str]]:
+    """CPU and memory as given, field by field, over defaults sized from the GPU count.
+
+    A resource the user limits but does not request gets no default request: Kubernetes then
+    requests the limit, and a default above it would be refused."""
     requests: dict[str, int | str] = dict(spec.resources.requests)
     limits: dict[str, int | str] = dict(spec.resources.limits)
+    gpus = spec.gpu.count
+    defaults: dict[str, int | str] = {
+        "cpu": DEFAULT_CPU_PER_GPU * gpus if gpus else DEFAULT_CPU_NO_GPU,
+        "memory": f"{DEFAULT_MEMORY_GIB_PER_GPU * gpus if gpus else DEFAULT_MEMORY_GIB_NO_GPU}Gi",
+    }
+    for name, value in defaults.items():
+        if name not in requests and name not in limits:
+            requests[name] = value
     if spec.gpu.count:
         requests[names.GPU_RESOURCE] = spec.gpu.count
         limits[names.GPU_RESOURCE] = spec.gpu.count
@@ -216,65 +270,75 @@ def volumes(
     return vols, mounts
 
 
+def revision(values: dict[str, Any], template_fingerprint: str) -> str:
+    """The pod template revision: a hash of the pod-shaping params and the template sources."""
+    return render.canonical_hash(
+        {"pod": {k: values[k] for k in POD_FIELDS}, "templates": template_fingerprint}
+    )
+
+
 def build(
     spec: models.NimServiceSpec,
-    body: dict[str, Any],
+    ref: ObjectRef,
     strategy: Strategy,
     assert_replicas: bool = True,
+    template_fingerprint: str = "",
 ) -> Params:
-    """Pure: the same spec, object and strategy always give the same parameters."""
-    meta = body["metadata"]
-    name, namespace = meta["name"], meta["namespace"]
+    """Pure: the same spec, object, strategy and templates always give the same parameters."""
+    name, namespace = ref.name, ref.namespace
     vols, mounts = volumes(spec, name)
     owned_claim = claim(spec)
-    return Params(
-        name=name,
-        namespace=namespace,
-        owner=owner_reference(body),
-        labels=names.common_labels(name),
-        selector=names.selector_labels(name),
-        deployment_name=names.deployment_name(name),
-        service_name=names.service_name(name),
-        claim_name=names.cache_claim_name(name) if owned_claim else None,
-        claim=owned_claim,
-        model=spec.model,
-        image=spec.image.reference,
-        pull_policy=spec.image.pull_policy,
-        image_pull_secrets=[{"name": s} for s in spec.image_pull_secrets],
-        replicas=spec.replicas if assert_replicas else None,
-        strategy=strategy.deployment_strategy(),
-        progress_deadline_seconds=progress_deadline_seconds(spec),
-        pod_labels={**spec.pod_labels, **names.common_labels(name)},
-        pod_annotations={**spec.pod_annotations, names.ANNOTATION_MODEL: spec.model},
-        node_selector=node_selector(spec),
-        tolerations=tolerations(spec),
-        affinity=spec.affinity,
-        priority_class_name=spec.priority_class_name,
-        runtime_class_name=spec.runtime_class_name,
-        service_account_name=spec.service_account_name,
-        pod_security_context={
+    values: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "owner": ref.owner_reference(),
+        "labels": names.common_labels(name),
+        "selector": names.selector_labels(name),
+        "deployment_name": names.deployment_name(name),
+        "service_name": names.service_name(name),
+        "claim_name": names.cache_claim_name(name) if owned_claim else None,
+        "claim": owned_claim,
+        "model": spec.model,
+        "image": spec.image.reference,
+        "pull_policy": spec.image.pull_policy,
+        "image_pull_secrets": [{"name": s} for s in spec.image_pull_secrets],
+        "replicas": spec.replicas if assert_replicas else None,
+        "strategy": strategy.deployment_strategy(),
+        "progress_deadline_seconds": progress_deadline_seconds(spec),
+        "pod_labels": {**spec.pod_labels, **names.common_labels(name)},
+        "pod_annotations": {**spec.pod_annotations, names.ANNOTATION_MODEL: spec.model},
+        "node_selector": node_selector(spec),
+        "tolerations": tolerations(spec),
+        "affinity": spec.affinity,
+        "priority_class_name": spec.priority_class_name,
+        "runtime_class_name": spec.runtime_class_name,
+        "service_account_name": spec.service_account_name,
+        "pod_security_context": {
             "runAsUser": spec.security_context.run_as_user,
             "runAsGroup": spec.security_context.run_as_group,
             "fsGroup": spec.security_context.fs_group,
             "runAsNonRoot": spec.security_context.run_as_non_root,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        container_security_context={
+        "container_security_context": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
         },
-        readiness_gate=names.READINESS_GATE,
-        env=env(spec),
-        resources=resources(spec),
-        port=API_PORT,
-        port_name=API_PORT_NAME,
-        startup_probe=probe(spec.probes.startup),
-        readiness_probe=probe(spec.probes.readiness),
-        liveness_probe=probe(spec.probes.liveness),
-        volumes=vols,
-        volume_mounts=mounts,
-        service_type=spec.service.type,
-        service_port=spec.service.port,
-        service_annotations=dict(spec.service.annotations),
-        disruption_budget=spec.replicas > 1,
-    )
+        "readiness_gate": names.READINESS_GATE,
+        "env": env(spec),
+        "resources": resources(spec),
+        "port": API_PORT,
+        "port_name": API_PORT_NAME,
+        "startup_probe": probe(spec.probes.startup),
+        "readiness_probe": probe(spec.probes.readiness),
+        "liveness_probe": probe(spec.probes.liveness),
+        "volumes": vols,
+        "volume_mounts": mounts,
+        "service_type": spec.service.type,
+        "service_port": spec.service.port,
+        "service_annotations": dict(spec.service.annotations),
+        "disruption_budget": spec.replicas > 1,
+    }
+    rev = revision(values, template_fingerprint)
+    values["pod_labels"] = {**values["pod_labels"], names.LABEL_REVISION: rev}
+    return Params(**values, revision=rev)

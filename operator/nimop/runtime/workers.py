@@ -1,10 +1,11 @@
-"""One asyncio task per NimService: reconcile, then sleep until the spec changes or the next
-probe is due.
+"""One asyncio task per object: reconcile, then sleep until something it reads changes or its
+next probe is due.
 
 kopf daemons would do this too, but kopf guards daemons with a finalizer, and a finalizer on an
 object whose operator is down blocks its deletion. These tasks need none: the watch (kopf's
 on.event) feeds them the latest object, a DELETED event cancels them, and garbage collection
-removes the children.
+removes the children. The watch-fed caches wake a task when one of its children changes, by the
+owner label the children carry, so nothing polls the API server.
 """
 
 from __future__ import annotations
@@ -12,17 +13,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nimop import kube, metrics
-from nimop.reconcile import Outcome
+from nimop import names
+from nimop.runtime import kube, metrics
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 Key = tuple[str, str]
 MAX_BACKOFF = 60.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    requeue_after: float
+    body: Obj | None = None
+    """The object as the status patch returned it (fresher than the watch may be)."""
 
 
 def resource_version(body: Obj | None) -> int:
@@ -49,11 +58,14 @@ class Workers:
         reconcile: Callable[[Obj], Awaitable[Outcome]],
         on_forget: Callable[[str, str], None] | None = None,
         active: bool = True,
+        kind: str = names.KIND,
     ) -> None:
         self._reconcile = reconcile
         self._on_forget = on_forget
         self._workers: dict[Key, _Worker] = {}
+        self._by_label: dict[Key, set[str]] = defaultdict(set)
         self.active = active
+        self.kind = kind
 
     def __len__(self) -> int:
         return len(self._workers)
@@ -65,7 +77,8 @@ class Workers:
         worker = self._workers.get(key)
         if worker is None:
             worker = self._workers[key] = _Worker(body)
-            metrics.MANAGED.set(len(self._workers))
+            self._by_label[(key[0], names.dns_label(key[1]))].add(key[1])
+            metrics.MANAGED.labels(self.kind).set(len(self._workers))
             self._start(key, worker)
             return
         if resource_version(body) >= resource_version(worker.body):
@@ -73,11 +86,22 @@ class Workers:
         if int(meta.get("generation", 0)) != worker.reconciled_generation:
             worker.wake.set()
 
+    def wake(self, namespace: str, name: str) -> None:
+        worker = self._workers.get((namespace, name))
+        if worker is not None:
+            worker.wake.set()
+
+    def wake_label(self, namespace: str, label: str) -> None:
+        """A child labelled with this owner value changed: wake every owner it may belong to
+        (two names can normalise to one label value; ownership by UID sorts them out)."""
+        for name in self._by_label.get((namespace, label), ()):
+            self.wake(namespace, name)
+
     def _start(self, key: Key, worker: _Worker) -> None:
         if self.active and worker.task is None:
             worker.reconciled_generation = -1
             worker.task = asyncio.create_task(
-                self._run(key, worker), name=f"nimservice {key[0]}/{key[1]}"
+                self._run(key, worker), name=f"{self.kind} {key[0]}/{key[1]}"
             )
 
     async def resume(self) -> None:
@@ -102,7 +126,11 @@ class Workers:
 
     async def remove(self, namespace: str, name: str) -> None:
         worker = self._workers.pop((namespace, name), None)
-        metrics.MANAGED.set(len(self._workers))
+        label = (namespace, names.dns_label(name))
+        self._by_label[label].discard(name)
+        if not self._by_label[label]:
+            del self._by_label[label]
+        metrics.MANAGED.labels(self.kind).set(len(self._workers))
         if self._on_forget is not None:
             self._on_forget(namespace, name)
         if worker is not None:

@@ -10,13 +10,36 @@ fit on the GPU resource; it does not try to replicate every scheduler plugin.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from nimop import names
-from nimop.params import Params
+from nimop.core.pods import quantity_int
 
 Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PlacementRequest:
+    """Where a pod template asks to run: what the scheduler's node filters read."""
+
+    node_selector: dict[str, str] = field(default_factory=dict)
+    affinity: dict[str, Any] | None = None
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """A Node as placement needs it; the watch-fed cache keeps only this."""
+
+    name: str
+    labels: dict[str, str]
+    taints: tuple[dict[str, Any], ...]
+    ready: bool
+    unschedulable: bool
+    gpus: int
+    """Allocatable nvidia.com/gpu."""
 
 
 @dataclass(frozen=True)
@@ -103,57 +126,43 @@ def affinity_allows(
     return any(_term_matches(term, labels, node_name) for term in required)
 
 
-def _ready(node: Obj) -> bool:
-    return any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in node.get("status", {}).get("conditions", []) or []
-    )
-
-
-def eligible(node: Obj, params: Params) -> bool:
-    labels = node.get("metadata", {}).get("labels", {}) or {}
+def node_facts(node: Obj) -> NodeFacts:
+    meta = node.get("metadata", {}) or {}
     spec = node.get("spec", {}) or {}
-    return (
-        _ready(node)
-        and not spec.get("unschedulable", False)
-        and all(labels.get(k) == v for k, v in params.node_selector.items())
-        and affinity_allows(params.affinity, labels, node.get("metadata", {}).get("name", ""))
-        and tolerated(params.tolerations, spec.get("taints", []) or [])
+    status = node.get("status", {}) or {}
+    return NodeFacts(
+        name=str(meta.get("name", "")),
+        labels=dict(meta.get("labels") or {}),
+        taints=tuple(spec.get("taints") or ()),
+        ready=any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions", []) or []
+        ),
+        unschedulable=bool(spec.get("unschedulable", False)),
+        gpus=quantity_int((status.get("allocatable") or {}).get(names.GPU_RESOURCE, 0)),
     )
 
 
-def gpu_quantity(value: Any) -> int:
-    try:
-        return int(str(value))
-    except ValueError:
-        return 0
+def eligible(node: NodeFacts, request: PlacementRequest) -> bool:
+    return (
+        node.ready
+        and not node.unschedulable
+        and all(node.labels.get(k) == v for k, v in request.node_selector.items())
+        and affinity_allows(request.affinity, node.labels, node.name)
+        and tolerated(request.tolerations, list(node.taints))
+    )
 
 
-def _pod_gpus(pod: Obj) -> int:
-    total = 0
-    for container in pod.get("spec", {}).get("containers", []) or []:
-        requests = (container.get("resources") or {}).get("requests") or {}
-        limits = (container.get("resources") or {}).get("limits") or {}
-        total += gpu_quantity(requests.get(names.GPU_RESOURCE, limits.get(names.GPU_RESOURCE, 0)))
-    return total
-
-
-def placement(nodes: list[Obj], pods: list[Obj], params: Params) -> Placement:
-    used: dict[str, int] = {}
-    for pod in pods:
-        node_name = pod.get("spec", {}).get("nodeName")
-        if not node_name or pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
-            continue
-        used[node_name] = used.get(node_name, 0) + _pod_gpus(pod)
+def placement(
+    nodes: Iterable[NodeFacts], used: Mapping[str, int], request: PlacementRequest
+) -> Placement:
+    """Free GPUs on the nodes the request may land on; `used` is GPUs requested per node by
+    pods bound there that have not finished."""
     free: dict[str, int] = {}
     most = 0
     for node in nodes:
-        if not eligible(node, params):
+        if not eligible(node, request):
             continue
-        name = node["metadata"]["name"]
-        allocatable = gpu_quantity(
-            (node.get("status", {}).get("allocatable") or {}).get(names.GPU_RESOURCE, 0)
-        )
-        most = max(most, allocatable)
-        free[name] = max(0, allocatable - used.get(name, 0))
+        most = max(most, node.gpus)
+        free[node.name] = max(0, node.gpus - used.get(node.name, 0))
     return Placement(eligible_nodes=len(free), max_allocatable=most, free=free)

@@ -4,7 +4,8 @@ miss and the API server rejects on apply lands in the same place with the server
 
 from __future__ import annotations
 
-from nimop import models, names
+from nimop import names
+from nimop.nimservice import models
 
 
 def _zero(value: int | str) -> bool:

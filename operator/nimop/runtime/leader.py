@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from nimop import kube, metrics
+from nimop.runtime import kube, metrics
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]

@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
-from nimop import kube, names, pods
-from nimop.probe import ProbeResult
-from nimop.rollout import timestamp
+from nimop import names
+from nimop.core import pods
+from nimop.core.conditions import timestamp
+from nimop.core.probes import ProbeResult
+from nimop.runtime import kube
 
 
 def wanted(fact: pods.PodFacts, result: ProbeResult | None) -> tuple[str, str, str] | None:

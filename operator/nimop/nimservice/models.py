@@ -11,11 +11,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
+
+from nimop.core.meta import ObjectRef, object_ref
 
 QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
@@ -579,5 +589,52 @@ def parse_status(raw: dict[str, Any] | None) -> NimServiceStatus:
         return NimServiceStatus()
     try:
         return NimServiceStatus.model_validate(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return NimServiceStatus()
+
+
+# -- the object, parsed once at the door -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NimService:
+    """A NimService as the pipeline sees it: metadata, the spec (or why it cannot be read),
+    and the status the operator wrote last."""
+
+    ref: ObjectRef
+    spec: NimServiceSpec | None
+    invalid: str | None
+    status: NimServiceStatus
+    raw_status: dict[str, Any]
+    """The stored status as it is, for computing the status patch."""
+
+
+def describe_errors(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors()[:8]:
+        where = ".".join(str(p) for p in e["loc"])
+        parts.append(f"spec.{where}: {e['msg']}" if where else e["msg"])
+    return "; ".join(parts)
+
+
+def parse(body: dict[str, Any]) -> NimService:
+    """Never raises for a body the API server sent: a spec that cannot be read is reported."""
+    ref = object_ref(body)
+    spec: NimServiceSpec | None = None
+    invalid: str | None = None
+    try:
+        spec = NimServiceSpec.model_validate(body.get("spec") or {})
+    except ValidationError as err:
+        invalid = describe_errors(err)
+    except RecursionError:
+        invalid = "spec is nested too deeply to read"
+    except (TypeError, ValueError) as err:
+        invalid = f"spec cannot be read: {err}"
+    raw_status = body.get("status")
+    return NimService(
+        ref=ref,
+        spec=spec,
+        invalid=invalid,
+        status=parse_status(raw_status if isinstance(raw_status, dict) else None),
+        raw_status=raw_status if isinstance(raw_status, dict) else {},
+    )

@@ -1,0 +1,215 @@
+"""Render child objects from Jinja templates: params in, plain dicts out, no I/O after loading.
+
+Each resource has its own templates, named `<resource>-<object>.yaml.j2` (nimservice-deployment,
+nimcache-job, ...), so one directory serves every pipeline and an admin replaces any of them.
+
+Templates are YAML with holes. A hole filled by raw text could inject fields (a newline and an
+indent are enough), so every value must go through the `y` filter, which emits one line of
+YAML flow syntax with every string double-quoted and escaped; `finalize` rejects any hole that
+skipped the filter, so a template that forgets it fails loudly instead of rendering unsafely.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+from collections import OrderedDict
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from nimop import names
+
+Obj = dict[str, Any]
+TEMPLATE_SUFFIX = ".yaml.j2"
+RENDER_CACHE_SIZE = 4096
+
+_BaseDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _QuotedDumper(_BaseDumper):  # type: ignore[misc,valid-type]
+    pass
+
+
+def _quoted_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
+
+
+def _undefined(dumper: yaml.SafeDumper, value: jinja2.Undefined) -> yaml.ScalarNode:
+    # str() of a StrictUndefined raises UndefinedError naming the missing parameter, which is
+    # the message a template author needs (rather than "cannot represent an object").
+    return dumper.represent_scalar("tag:yaml.org,2002:str", str(value))
+
+
+_QuotedDumper.add_representer(str, _quoted_str)
+_QuotedDumper.add_multi_representer(jinja2.Undefined, _undefined)
+
+
+class YamlSafe(str):
+    """Text the `y` filter produced; the only thing a template hole may emit."""
+
+
+def to_yaml(value: Any) -> YamlSafe:
+    text = yaml.dump(
+        value,
+        Dumper=_QuotedDumper,
+        default_flow_style=True,
+        width=2**30,
+        allow_unicode=False,
+        sort_keys=False,
+    )
+    return YamlSafe(text.removesuffix("\n...\n").rstrip("\n"))
+
+
+class UnsafeTemplateError(jinja2.TemplateError):
+    pass
+
+
+def _finalize(value: Any) -> Any:
+    if isinstance(value, YamlSafe):
+        return value
+    raise UnsafeTemplateError(f"a template emitted {value!r} without the `| y` filter")
+
+
+def default_templates_dir() -> Path:
+    """Templates ship inside the wheel as nimop/manifests; a source checkout has manifests/."""
+    here = Path(__file__).resolve()
+    packaged = here.parents[1] / "manifests"
+    return packaged if packaged.is_dir() else here.parents[3] / "manifests"
+
+
+@lru_cache(maxsize=8)
+def environment(templates_dir: Path) -> jinja2.Environment:
+    if not templates_dir.is_dir():
+        raise FileNotFoundError(f"template directory {templates_dir} does not exist")
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir)),
+        undefined=jinja2.StrictUndefined,
+        finalize=_finalize,
+        autoescape=False,
+        keep_trailing_newline=True,
+    )
+    env.filters["y"] = to_yaml
+    return env
+
+
+def template_names(env: jinja2.Environment, resource: str) -> list[str]:
+    """A resource's templates by name, skipping hidden paths: a ConfigMap mounted as a directory
+    also holds its files under `..data/` and a timestamped `..<date>/`, which would render
+    twice."""
+    return sorted(
+        n
+        for n in env.list_templates()
+        if n.endswith(TEMPLATE_SUFFIX)
+        and n.startswith(f"{resource}-")
+        and not any(part.startswith(".") for part in n.split("/"))
+    )
+
+
+def canonical_hash(obj: Any, length: int = 10) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+@lru_cache(maxsize=16)
+def fingerprint(templates_dir: Path, resource: str) -> str:
+    """A hash of a resource's template sources: part of every revision, so an admin's template
+    change rolls out like a spec change. Read once per process (templates are fixed at start)."""
+    env = environment(templates_dir)
+    loader = env.loader
+    assert loader is not None
+    sources = {n: loader.get_source(env, n)[0] for n in template_names(env, resource)}
+    return canonical_hash(sources, length=16)
+
+
+class _Rendered:
+    """Rendered objects by params hash: a pass whose params did not change costs one hash, not
+    a Jinja render and a YAML parse."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[str, str, str], tuple[Obj, ...]] = OrderedDict()
+
+    def get(self, key: tuple[str, str, str]) -> tuple[Obj, ...] | None:
+        found = self._items.get(key)
+        if found is not None:
+            self._items.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[str, str, str], objects: tuple[Obj, ...]) -> None:
+        self._items[key] = objects
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+
+_CACHE = _Rendered(RENDER_CACHE_SIZE)
+
+
+def content_hash(obj: Obj) -> str:
+    """Hash of an object as rendered, leaving out the annotation that carries the hash."""
+    meta = dict(obj["metadata"])
+    annotations = {
+        k: v
+        for k, v in (meta.get("annotations") or {}).items()
+        if k != names.ANNOTATION_APPLIED_HASH
+    }
+    meta["annotations"] = annotations
+    return canonical_hash({**obj, "metadata": meta}, length=16)
+
+
+def stamped(obj: Obj) -> Obj:
+    """The object with its content hash annotated: apply compares it with the live copy's."""
+    meta = dict(obj["metadata"])
+    meta["annotations"] = {
+        **(meta.get("annotations") or {}),
+        names.ANNOTATION_APPLIED_HASH: content_hash(obj),
+    }
+    return {**obj, "metadata": meta}
+
+
+def render(
+    params: Any, resource: str, templates_dir: Path | None = None, use_cache: bool = True
+) -> tuple[Obj, ...]:
+    """Every object a resource's templates produce for these params (a dataclass, reached as
+    `p` in templates), each stamped with its content hash.
+
+    The result is cached and shared: treat it as read-only (`replace_pod_template` and the
+    applier copy what they change)."""
+    directory = templates_dir or default_templates_dir()
+    key = (str(directory), resource, canonical_hash(dataclasses.asdict(params), length=32))
+    cached = _CACHE.get(key) if use_cache else None
+    if cached is None:
+        env = environment(directory)
+        context = {"p": params}
+        objects: list[Obj] = []
+        for template_name in template_names(env, resource):
+            text = env.get_template(template_name).render(context)
+            objects.extend(stamped(doc) for doc in yaml.load_all(text, Loader=_Loader) if doc)
+        cached = tuple(objects)
+        _CACHE.put(key, cached)
+    return cached
+
+
+def replace_pod_template(deployment: Obj, template: Obj) -> Obj:
+    """The Deployment with another revision's pod template, as a rollback applies it."""
+    result: Obj = copy.deepcopy(deployment)
+    template = copy.deepcopy(template)
+    template.get("metadata", {}).get("labels", {}).pop("pod-template-hash", None)
+    result["spec"]["template"] = template
+    return stamped(result)
+
+
+def find(objects: tuple[Obj, ...] | list[Obj], kind: str) -> Obj | None:
+    return next((o for o in objects if o.get("kind") == kind), None)
+
+
+def describe(params: Any) -> dict[str, Any]:
+    """Params as plain data, for debugging custom templates (`nimop render --params`)."""
+    result: dict[str, Any] = dataclasses.asdict(params)
+    return result

@@ -1,0 +1,216 @@
+"""Probe each replica's NIM API the way a user would: is the model loaded, and is it the model
+the NimService asked for?
+
+Probe results are cached per pod. A pass probes only the replicas whose result is older than
+the NimService's interval, or whose pod changed since (it restarted, its container turned
+ready): at rest that is one round per replica per interval, and a replica that just turned
+ready is verified at once. A replica that served at its last probe is asked only
+`GET /v1/models` (200 with the model listed is all Serving needs); the others go through
+/v1/health/ready first, to tell loading from broken.
+
+One set of pooled HTTP clients and one semaphore serve every NimService, so probing hundreds
+of replicas costs a bounded number of sockets, and connections stay open between rounds. Two
+transports: direct to the pod IP (the operator runs in the cluster), or through the API
+server's pod proxy (the operator runs outside it and cannot reach pod IPs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+
+from nimop.core import pods
+from nimop.core.probes import ProbeResult, judge_models, judge_ready, no_answer
+from nimop.runtime import kube, metrics
+
+Key = tuple[str, str]  # namespace, owner
+
+
+class Transport(Protocol):
+    async def get(
+        self, namespace: str, pod: pods.PodFacts, port: int, path: str
+    ) -> tuple[int, str]:
+        """Status code and body; raises httpx.TransportError or kube.ApiError when unreachable."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def _host(ip: str) -> str:
+    return f"[{ip}]" if ipaddress.ip_address(ip).version == 6 else ip
+
+
+class DirectTransport:
+    """Pooled httpx clients, sharded by pod address.
+
+    One client with a large pool gets slower as it grows: httpcore matches waiting requests
+    against every pooled connection on each state change, so the cost per request grows with
+    pool size times concurrency (measured: 99 probes/s with one 64-connection client against 200
+    replicas, 25 with 512). Small pools, with each pod always served by the same one, keep every
+    lookup short while each pod keeps a warm keep-alive connection (233 probes/s)."""
+
+    def __init__(self, timeout: float, connections: int = 256, shards: int = 32) -> None:
+        per_shard = max(2, connections // shards)
+        self._clients = [
+            httpx.AsyncClient(
+                timeout=httpx.Timeout(timeout),
+                limits=httpx.Limits(
+                    max_connections=per_shard,
+                    max_keepalive_connections=per_shard,
+                    keepalive_expiry=300,  # longer than the steady interval: reuse across rounds
+                ),
+                trust_env=False,  # never route probes through an environment proxy
+            )
+            for _ in range(shards)
+        ]
+
+    async def get(
+        self, namespace: str, pod: pods.PodFacts, port: int, path: str
+    ) -> tuple[int, str]:
+        assert pod.ip is not None
+        address = f"{_host(pod.ip)}:{port}"
+        client = self._clients[zlib.crc32(address.encode()) % len(self._clients)]
+        resp = await client.get(f"http://{address}{path}")
+        return resp.status_code, resp.text
+
+    async def aclose(self) -> None:
+        for client in self._clients:
+            await client.aclose()
+
+
+class ProxyTransport:
+    """GET /api/v1/namespaces/NS/pods/NAME:PORT/proxy/PATH; needs RBAC for pods/proxy."""
+
+    def __init__(self, api: kube.Kube, timeout: float) -> None:
+        self._api = api
+        self._timeout = timeout
+
+    async def get(
+        self, namespace: str, pod: pods.PodFacts, port: int, path: str
+    ) -> tuple[int, str]:
+        url = f"/api/v1/namespaces/{namespace}/pods/{pod.name}:{port}/proxy{path}"
+        try:
+            body = await self._api.request("GET", url, timeout=self._timeout)
+        except kube.ApiError as err:
+            if err.status in (502, 503, 504) and "error trying to reach" in err.body:
+                raise httpx.ConnectError(err.message) from None
+            return err.status, err.body
+        return 200, json.dumps(body)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _refused(err: BaseException) -> bool:
+    """Whether nothing listens: connection refused somewhere in the error's causes (httpx
+    wraps it in 'All connection attempts failed'), or the API server's proxy saying so."""
+    seen: BaseException | None = err
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError) or "connection refused" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@dataclass
+class _Entry:
+    fingerprint: tuple[object, ...]
+    result: ProbeResult
+    at: float
+
+
+class Prober:
+    def __init__(
+        self,
+        transport: Transport,
+        concurrency: int = 64,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._transport = transport
+        self._limit = asyncio.Semaphore(concurrency)
+        self._clock = clock
+        self._entries: dict[Key, dict[str, _Entry]] = {}
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    def forget(self, namespace: str, owner: str) -> None:
+        self._entries.pop((namespace, owner), None)
+
+    async def probe_pod(
+        self, namespace: str, pod: pods.PodFacts, port: int, model: str, serving: bool = False
+    ) -> ProbeResult:
+        """One probe. `serving`: the replica served at its last probe, so the model list
+        alone decides (one request instead of two)."""
+        async with self._limit:
+            try:
+                if serving:
+                    status, body = await self._transport.get(namespace, pod, port, "/v1/models")
+                    result = judge_models(pod.name, status, body, model)
+                    if result.serving:
+                        return result
+                status, body = await self._transport.get(namespace, pod, port, "/v1/health/ready")
+                early = judge_ready(pod.name, status)
+                if early is not None:
+                    return early
+                status, body = await self._transport.get(namespace, pod, port, "/v1/models")
+            except (httpx.TransportError, kube.ApiError) as err:
+                return no_answer(pod.name, _refused(err), f"{type(err).__name__}: {err}")
+        return judge_models(pod.name, status, body, model)
+
+    async def observe(
+        self,
+        namespace: str,
+        owner: str,
+        targets: Iterable[tuple[pods.PodFacts, str]],
+        port: int,
+        max_age: float,
+    ) -> dict[str, ProbeResult]:
+        """Results for (pod, expected model) pairs, probing only the stale ones; keyed by pod
+        name. Pods not among the targets are forgotten."""
+        now = self._clock()
+        old = self._entries.get((namespace, owner), {})
+        fresh: dict[str, _Entry] = {}
+        due: list[tuple[pods.PodFacts, str, _Entry | None]] = []
+        for pod, model in targets:
+            entry = old.get(pod.uid or pod.name)
+            fingerprint = (*pod.fingerprint, model)
+            if entry is not None and entry.fingerprint == fingerprint and now - entry.at < max_age:
+                fresh[pod.uid or pod.name] = entry
+            else:
+                due.append(
+                    (pod, model, entry if entry and entry.fingerprint == fingerprint else None)
+                )
+        if due:
+            results = await asyncio.gather(
+                *(
+                    self.probe_pod(
+                        namespace, pod, port, model, serving=bool(e and e.result.serving)
+                    )
+                    for pod, model, e in due
+                )
+            )
+            probed_at = self._clock()
+            for (pod, model, _), result in zip(due, results, strict=True):
+                metrics.PROBES.labels(result.verdict).inc()
+                fresh[pod.uid or pod.name] = _Entry((*pod.fingerprint, model), result, probed_at)
+        self._entries[(namespace, owner)] = fresh
+        return {e.result.pod: e.result for e in fresh.values()}
+
+    def next_due(self, namespace: str, owner: str, max_age: float) -> float | None:
+        """Seconds until the oldest cached result of this owner goes stale."""
+        entries = self._entries.get((namespace, owner))
+        if not entries:
+            return None
+        oldest = min(e.at for e in entries.values())
+        return max(0.0, oldest + max_age - self._clock())
