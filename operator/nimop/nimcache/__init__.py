@@ -1,0 +1,1 @@
+"""The NimCache pipeline: models, params and status (pure), and reconcile."""
