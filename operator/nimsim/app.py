@@ -1,28 +1,37 @@
-"""The HTTP surface of a NIM: health, models, chat completions and metrics.
+"""The HTTP surface of a NIM for LLMs: health, models, completions and metrics.
 
-Paths, JSON shapes and error bodies follow the NIM API reference so clients and
-the operator cannot tell the simulator from a real NIM by the protocol alone.
+Paths, JSON shapes and error bodies follow the NIM API reference and vLLM's
+OpenAI server, so clients and the operator cannot tell the simulator from a
+real NIM by the protocol alone (sources in ``docs/simulator.md``):
+
+- ``/v1/health/ready``: 200 ``{"object": "health.response", "message": "Service
+  is ready.", "status": "ready"}`` once loaded, 503 before. A real NIM's body
+  has ``object`` and ``message`` (NIM LLM API reference, health-ready; seen on
+  live NIMs as ``{"object":"health.response","message":"Service is ready."}``);
+  ``status`` is kept because the NIM API reference examples show it.
+- ``/v1/health/live``: 200 as soon as the server listens.
+- ``/v1/models``: vLLM ``ModelCard`` entries (``root``, ``parent``,
+  ``max_model_len``, ``permission``), LoRA adapters beside the base model.
+- ``/v1/chat/completions``, ``/v1/completions``: :mod:`nimsim.serving`.
+- ``/v1/metrics`` and ``/metrics``: Prometheus text, :mod:`nimsim.metrics`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import hashlib
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from nimsim import lora, serving
 from nimsim.config import SimConfig
-from nimsim.errors import ApiError, invalid_request
-from nimsim.generate import Completion, complete, natural_answer
+from nimsim.errors import ApiError
 from nimsim.metrics import CONTENT_TYPE_LATEST
-from nimsim.schema import ChatRequest, parse_chat_request
 from nimsim.state import SimState
-from nimsim.tokens import count_prompt_tokens, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +44,9 @@ _JSON = dict[str, Any]
 def make_app(config: SimConfig) -> web.Application:
     """Build an application for one simulated NIM.
 
-    The load clock starts when the application starts up, so the same app
-    behaves alike under :class:`nimsim.Simulator` and aiohttp's test server.
+    The load clock starts when the application starts up (and again when
+    :class:`nimsim.Simulator` binds), so the same app behaves alike under the
+    simulator and aiohttp's test server.
     """
     app = web.Application(middlewares=[_observe])
     state = SimState(config)
@@ -55,6 +65,7 @@ def make_app(config: SimConfig) -> web.Application:
     app.router.add_get("/v1/models", _list_models)
     app.router.add_get("/v1/models/{model_id:.+}", _get_model)
     app.router.add_post("/v1/chat/completions", _chat_completions)
+    app.router.add_post("/v1/completions", _completions)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/v1/metrics", _metrics)
     return app
@@ -114,33 +125,84 @@ async def _render_errors(request: web.Request, handler: _Handler) -> web.StreamR
 async def _health_ready(request: web.Request) -> web.Response:
     readiness = request.app[STATE].readiness()
     if readiness.ready:
-        return web.json_response({"status": "ready"})
-    return web.json_response({"status": "not ready", "message": readiness.reason}, status=503)
+        return web.json_response(
+            {"object": "health.response", "message": "Service is ready.", "status": "ready"}
+        )
+    return web.json_response(
+        {
+            "object": "health.response",
+            "message": f"Service is not ready: {readiness.reason}.",
+            "status": "not ready",
+        },
+        status=503,
+    )
 
 
 async def _health_live(request: web.Request) -> web.Response:
-    return web.json_response({"status": "alive"})
+    return web.json_response(
+        {"object": "health.response", "message": "Service is live.", "status": "alive"}
+    )
 
 
-def _model_object(state: SimState) -> _JSON:
+def _permission(model: str, created: int) -> _JSON:
+    """vLLM's ``ModelPermission`` with its defaults (the id is stable per model here)."""
     return {
-        "id": state.config.served_model,
-        "object": "model",
-        "created": state.created,
-        "owned_by": state.config.owner,
+        "id": f"modelperm-{hashlib.sha256(model.encode()).hexdigest()[:32]}",
+        "object": "model_permission",
+        "created": created,
+        "allow_create_engine": False,
+        "allow_sampling": True,
+        "allow_logprobs": True,
+        "allow_search_indices": False,
+        "allow_view": True,
+        "allow_fine_tuning": False,
+        "organization": "*",
+        "group": None,
+        "is_blocking": False,
     }
 
 
+def _model_cards(state: SimState) -> list[_JSON]:
+    config = state.config
+    base = config.served_model
+    cards = [
+        {
+            "id": base,
+            "object": "model",
+            "created": state.created,
+            "owned_by": config.owner,
+            "root": base,
+            "parent": None,
+            "max_model_len": config.context_len,
+            "permission": [_permission(base, state.created)],
+        }
+    ]
+    for adapter in lora.adapters(config):
+        cards.append(
+            {
+                "id": adapter.name,
+                "object": "model",
+                "created": state.created,
+                "owned_by": config.owner,
+                "root": adapter.path,
+                "parent": base,
+                "max_model_len": None,
+                "permission": [_permission(adapter.name, state.created)],
+            }
+        )
+    return cards
+
+
 async def _list_models(request: web.Request) -> web.Response:
-    return web.json_response({"object": "list", "data": [_model_object(request.app[STATE])]})
+    return web.json_response({"object": "list", "data": _model_cards(request.app[STATE])})
 
 
 async def _get_model(request: web.Request) -> web.Response:
-    state = request.app[STATE]
     model_id = request.match_info["model_id"]
-    if model_id != state.config.served_model:
-        raise _model_not_found(model_id)
-    return web.json_response(_model_object(state))
+    for card in _model_cards(request.app[STATE]):
+        if card["id"] == model_id:
+            return web.json_response(card)
+    raise serving.model_not_found(model_id)
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -148,137 +210,9 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def _model_not_found(model: str) -> ApiError:
-    return ApiError(404, f"Model '{model}' not found", code="model_not_found")
-
-
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE]
-    config = state.config
-    readiness = state.readiness()
-    if not readiness.ready:
-        raise ApiError(
-            503,
-            f"Model is not ready: {readiness.reason}",
-            code="model_not_ready",
-            error_type="service_unavailable_error",
-            headers={"Retry-After": "1"},
-        )
-    chat = parse_chat_request(await request.read())
-    if chat.model != config.served_model:
-        raise _model_not_found(chat.model)
-
-    prompt_tokens = count_prompt_tokens(m.content for m in chat.messages)
-    budget = _completion_budget(prompt_tokens, chat.max_tokens, config.max_model_len)
-    completion = complete(natural_answer(chat.messages), budget, chat.stop)
-
-    metrics = state.metrics
-    metrics.prompt_tokens.inc(prompt_tokens)
-    metrics.generation_tokens.inc(completion.completion_tokens)
-    metrics.requests_running.inc()
-    started = time.perf_counter()
-    try:
-        if chat.stream:
-            return await _stream(request, chat, completion, prompt_tokens, config.token_delay)
-        if config.token_delay:
-            await asyncio.sleep(config.token_delay * completion.completion_tokens)
-        return web.json_response(_completion_body(chat, completion, prompt_tokens))
-    finally:
-        metrics.requests_running.dec()
-        metrics.e2e_latency.observe(time.perf_counter() - started)
+    return await serving.chat_completions(request, request.app[STATE])
 
 
-def _completion_budget(prompt_tokens: int, max_tokens: int | None, context: int) -> int:
-    """How many tokens may be generated; rejects requests that cannot fit the context."""
-    if max_tokens is None:
-        if prompt_tokens >= context:
-            raise invalid_request(
-                f"This model's maximum context length is {context} tokens. However, your "
-                f"messages resulted in {prompt_tokens} tokens. Please reduce the length of "
-                "the messages.",
-                code="context_length_exceeded",
-                param="messages",
-            )
-        return context - prompt_tokens
-    if prompt_tokens + max_tokens > context:
-        raise invalid_request(
-            f"This model's maximum context length is {context} tokens. However, you "
-            f"requested {prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, "
-            f"{max_tokens} in the completion). Please reduce the length of the messages or "
-            "completion.",
-            code="context_length_exceeded",
-            param="max_tokens",
-        )
-    return max_tokens
-
-
-def _usage(prompt_tokens: int, completion: Completion) -> _JSON:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion.completion_tokens,
-        "total_tokens": prompt_tokens + completion.completion_tokens,
-    }
-
-
-def _completion_body(chat: ChatRequest, completion: Completion, prompt_tokens: int) -> _JSON:
-    return {
-        "id": _completion_id(),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": chat.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": completion.content},
-                "finish_reason": completion.finish_reason,
-            }
-        ],
-        "usage": _usage(prompt_tokens, completion),
-    }
-
-
-def _completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
-
-
-async def _stream(
-    request: web.Request,
-    chat: ChatRequest,
-    completion: Completion,
-    prompt_tokens: int,
-    token_delay: float,
-) -> web.StreamResponse:
-    """Send the completion as server-sent events, one content token per chunk."""
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    await response.prepare(request)
-    header = {
-        "id": _completion_id(),
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": chat.model,
-    }
-
-    async def send(data: _JSON | str) -> None:
-        text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-        await response.write(f"data: {text}\n\n".encode())
-
-    def chunk(delta: _JSON, finish_reason: str | None = None) -> _JSON:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
-        return {**header, "choices": [choice]}
-
-    try:
-        await send(chunk({"role": "assistant"}))
-        for token in tokenize(completion.content):
-            if token_delay:
-                await asyncio.sleep(token_delay)
-            await send(chunk({"content": token}))
-        await send(chunk({}, completion.finish_reason))
-        if chat.include_usage:
-            await send({**header, "choices": [], "usage": _usage(prompt_tokens, completion)})
-        await send("[DONE]")
-        await response.write_eof()
-    except ConnectionResetError:
-        log.info("client went away during a streamed completion")
-    return response
+async def _completions(request: web.Request) -> web.StreamResponse:
+    return await serving.completions(request, request.app[STATE])

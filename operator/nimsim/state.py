@@ -1,15 +1,23 @@
-"""Readiness over time: when the simulated model counts as loaded and serving.
+"""Per-server state: when the model counts as loaded, and the load it is serving.
 
 Readiness is computed from elapsed time on demand rather than flipped by
-timers, so the answer is consistent between the health endpoint, the chat
-endpoint, the metrics gauge and :attr:`nimsim.Simulator.ready`, and the
-schedule can be checked without a running server.
+timers, so the answer is consistent between the health endpoint, the
+completion endpoints, the metrics gauge and :attr:`nimsim.Simulator.ready`, and
+the schedule can be checked without a running server.
+
+Load: at most ``max_concurrency`` requests generate at once (vLLM's
+``max_num_seqs``, 256 by default, reported as ``num_request_max``); more wait
+for a slot and count in ``num_requests_waiting``. The simulated KV cache holds
+the prompt and completion tokens of every running request and has room for
+twice the context length, which is what ``gpu_cache_usage_perc`` reports.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import NamedTuple
 
 from nimsim.config import SimConfig
@@ -18,6 +26,7 @@ from nimsim.metrics import SimMetrics
 LOADING = "model is loading"
 FLAPPING = "model backend is temporarily unavailable"
 NOT_STARTED = "server is not running"
+KV_CACHE_CONTEXTS = 2
 
 
 class Readiness(NamedTuple):
@@ -26,7 +35,7 @@ class Readiness(NamedTuple):
 
 
 def readiness_at(config: SimConfig, elapsed: float) -> Readiness:
-    """Readiness ``elapsed`` seconds after the server started.
+    """Readiness ``elapsed`` seconds after the server started listening.
 
     Under ``flapping`` the model is ready for the first period after loading,
     not ready for the next, and so on.
@@ -40,6 +49,23 @@ def readiness_at(config: SimConfig, elapsed: float) -> Readiness:
     return Readiness(True, "")
 
 
+def readiness_changes(config: SimConfig) -> Iterator[tuple[float, bool]]:
+    """Every change of :func:`readiness_at`, in order, as ``(elapsed, ready)``.
+
+    ``elapsed`` counts from the moment the server started listening, when it
+    is not ready. The sequence is empty under ``never-ready`` and endless under
+    ``flapping``; :class:`nimsim.Simulator` follows it to report transitions.
+    """
+    if config.faults.never_ready:
+        return
+    yield config.load_delay, True
+    if config.faults.flapping:
+        flips = 1
+        while True:
+            yield config.load_delay + flips * config.flap_period, flips % 2 == 0
+            flips += 1
+
+
 class SimState:
     """Per-server mutable state shared by the handlers."""
 
@@ -47,13 +73,27 @@ class SimState:
         self.config = config
         self.clock = clock
         self.created = int(time.time())
-        self.metrics = SimMetrics(config.served_model, lambda: self.readiness().ready)
+        self.kv_capacity = KV_CACHE_CONTEXTS * config.context_len
+        self.kv_tokens = 0
+        self.metrics = SimMetrics(
+            config.served_model,
+            lambda: self.readiness().ready,
+            max_model_len=config.context_len,
+            max_running=config.max_concurrency,
+            kv_cache_usage=lambda: min(1.0, self.kv_tokens / self.kv_capacity),
+        )
+        self._slots = asyncio.Semaphore(config.max_concurrency)
         self._started_at: float | None = None
         self._stopped = False
 
     def mark_started(self) -> None:
         self.created = int(time.time())
         self._started_at = self.clock()
+
+    @property
+    def started_at(self) -> float | None:
+        """When the server started listening, on ``clock``; None before."""
+        return self._started_at
 
     def mark_stopped(self) -> None:
         self._stopped = True
@@ -62,3 +102,21 @@ class SimState:
         if self._started_at is None or self._stopped:
             return Readiness(False, NOT_STARTED)
         return readiness_at(self.config, self.clock() - self._started_at)
+
+    @contextlib.asynccontextmanager
+    async def running(self, kv_tokens: int) -> AsyncIterator[None]:
+        """Hold a generation slot (waiting for one if all are busy) and its KV cache."""
+        metrics = self.metrics
+        metrics.requests_waiting.inc()
+        try:
+            await self._slots.acquire()
+        finally:
+            metrics.requests_waiting.dec()
+        metrics.requests_running.inc()
+        self.kv_tokens += kv_tokens
+        try:
+            yield
+        finally:
+            self.kv_tokens -= kv_tokens
+            metrics.requests_running.dec()
+            self._slots.release()

@@ -48,9 +48,20 @@ def parse_sse(text: str) -> list[Any]:
 
 async def test_health(client: httpx.AsyncClient) -> None:
     ready = await client.get("/v1/health/ready")
-    assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
+    assert ready.status_code == 200
+    # A real NIM's body (object, message) plus the reference's "status".
+    assert ready.json() == {
+        "object": "health.response",
+        "message": "Service is ready.",
+        "status": "ready",
+    }
     live = await client.get("/v1/health/live")
-    assert (live.status_code, live.json()) == (200, {"status": "alive"})
+    assert live.status_code == 200
+    assert live.json() == {
+        "object": "health.response",
+        "message": "Service is live.",
+        "status": "alive",
+    }
 
 
 async def test_list_models(client: httpx.AsyncClient) -> None:
@@ -59,9 +70,25 @@ async def test_list_models(client: httpx.AsyncClient) -> None:
     listing = response.json()
     assert listing["object"] == "list"
     [model] = listing["data"]
-    assert set(model) == {"id", "object", "created", "owned_by"}
+    # vLLM's ModelCard: the reference's fields plus root, parent, max_model_len, permission.
+    assert set(model) == {
+        "id",
+        "object",
+        "created",
+        "owned_by",
+        "root",
+        "parent",
+        "max_model_len",
+        "permission",
+    }
     assert (model["id"], model["object"], model["owned_by"]) == (MODEL, "model", "meta")
     assert isinstance(model["created"], int)
+    assert (model["root"], model["parent"], model["max_model_len"]) == (MODEL, None, 8192)
+    [permission] = model["permission"]
+    assert permission["object"] == "model_permission"
+    assert permission["id"].startswith("modelperm-")
+    assert (permission["allow_sampling"], permission["allow_logprobs"]) == (True, True)
+    assert (permission["organization"], permission["group"]) == ("*", None)
 
 
 async def test_get_model_by_id_with_slashes(client: httpx.AsyncClient) -> None:
@@ -93,15 +120,28 @@ async def test_basic_chat_has_reference_shape(client: httpx.AsyncClient) -> None
     assert result["object"] == "chat.completion"
     assert isinstance(result["created"], int)
     assert result["model"] == MODEL
+    # The reference's fields, plus vLLM's tool_calls, logprobs and stop_reason (a Llama
+    # NIM reports its end-of-turn token id 128009 there).
     assert result["choices"] == [
         {
             "index": 0,
-            "message": {"role": "assistant", "content": "The capital of France is Paris."},
+            "message": {
+                "role": "assistant",
+                "content": "The capital of France is Paris.",
+                "tool_calls": [],
+            },
+            "logprobs": None,
             "finish_reason": "stop",
+            "stop_reason": 128009,
         }
     ]
     # The numbers in the NIM API reference for this exact request.
-    assert result["usage"] == {"prompt_tokens": 15, "completion_tokens": 8, "total_tokens": 23}
+    assert result["usage"] == {
+        "prompt_tokens": 15,
+        "completion_tokens": 8,
+        "total_tokens": 23,
+        "prompt_tokens_details": None,
+    }
 
 
 async def test_completion_ids_are_unique(client: httpx.AsyncClient) -> None:
@@ -292,13 +332,24 @@ async def test_streaming_matches_non_streaming(
         assert "usage" not in chunk
     choices = [c["choices"][0] for c in chunks]
     assert all(choice["index"] == 0 for choice in choices)
-    assert choices[0] == {"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}
+    assert choices[0] == {
+        "index": 0,
+        "delta": {"role": "assistant", "content": ""},
+        "logprobs": None,
+        "finish_reason": None,
+    }
     middle = choices[1:-1]
     assert middle
     assert all(set(c["delta"]) == {"content"} and c["finish_reason"] is None for c in middle)
     expected = plain["choices"][0]
     assert "".join(c["delta"]["content"] for c in middle) == expected["message"]["content"]
-    assert choices[-1] == {"index": 0, "delta": {}, "finish_reason": expected["finish_reason"]}
+    assert choices[-1] == {
+        "index": 0,
+        "delta": {},
+        "logprobs": None,
+        "finish_reason": expected["finish_reason"],
+        "stop_reason": expected["stop_reason"],
+    }
 
 
 async def test_streaming_tokens_look_like_the_reference(client: httpx.AsyncClient) -> None:
@@ -322,6 +373,7 @@ async def test_streaming_with_usage(client: httpx.AsyncClient) -> None:
         "prompt_tokens": 15,
         "completion_tokens": 6,
         "total_tokens": 21,
+        "prompt_tokens_details": None,
     }
     assert events[-3]["choices"][0]["finish_reason"] == "stop"
     content = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-2])
@@ -441,8 +493,8 @@ INVALID_REQUESTS: list[tuple[str, Any, str, str | None]] = [
     ),
     ("stop-type", body(stop=5), "invalid_type", "stop"),
     ("stop-item-type", body(stop=["a", 1]), "invalid_type", "stop"),
-    ("stop-too-many", body(stop=["a", "b", "c", "d", "e"]), "invalid_value", "stop"),
-    ("n-two", body(n=2), "unsupported_value", "n"),
+    ("n-zero", body(n=0), "invalid_value", "n"),
+    ("n-too-many", body(n=129), "invalid_value", "n"),
     ("n-type", body(n="1"), "invalid_type", "n"),
     ("stream-type", body(stream="yes"), "invalid_type", "stream"),
     (
@@ -490,7 +542,10 @@ async def test_invalid_requests_are_400(
         {"temperature": 2.0, "top_p": 0.01},
         {"stop": None, "n": 1, "stream": False, "max_tokens": None, "temperature": None},
         {"stop": ["a", "b", "c", "d"], "seed": 42, "user": "u", "nvext": {"top_k": 5}},
+        {"stop": ["a", "b", "c", "d", "e"], "logit_bias": {"128000": -100, "42": 5.5}},
         {"max_completion_tokens": 3},
+        {"max_tokens": 50, "max_completion_tokens": 3, "n": 2, "seed": -(2**63)},
+        {"response_format": {"type": "text"}, "parallel_tool_calls": False, "top_k": 40},
     ],
 )
 async def test_boundary_and_optional_values_are_accepted(

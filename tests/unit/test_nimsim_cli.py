@@ -145,3 +145,58 @@ def test_flags_override_environment() -> None:
     config = config_from_args(build_parser().parse_args([]), env)
     assert (config.model, config.port) == ("x/y", 9000)
     assert config.faults == Faults(never_ready=True)
+
+
+async def _run(*command: str, env: dict[str, str]) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    async with asyncio.timeout(30):
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_utility_subcommand_downloads_and_exits_zero(tmp_path: Path) -> None:
+    env = {
+        **_clean_env(),
+        "NIM_CACHE_PATH": str(tmp_path),
+        "NGC_API_KEY": "nvapi-test",
+        "NIMSIM_DOWNLOAD_DELAY": "0",
+    }
+    code, out, _ = await _run(
+        sys.executable, "-m", "nimsim", "download-to-cache", "-p", "vllm-fp16-tp1", env=env
+    )
+    assert code == 0, out
+    assert out.splitlines()[-1].startswith(f"Cached 1 profile(s) in {tmp_path}: ")
+    assert (tmp_path / "nimsim-manifest.json").is_file()
+    code, out, _ = await _run(sys.executable, "-m", "nimsim", "list-model-profiles", env=env)
+    assert (code, out.splitlines()[0]) == (0, "SYSTEM INFO")
+
+
+async def test_utility_subcommand_failure_ends_with_the_error(tmp_path: Path) -> None:
+    env = {**_clean_env(), "NIM_CACHE_PATH": str(tmp_path), "NGC_API_KEY": "nvapi-invalid"}
+    code, out, _ = await _run(sys.executable, "-m", "nimsim", "nim_download_to_cache", env=env)
+    assert code == 1
+    assert out.splitlines()[-1].startswith("Error: Authentication failed (HTTP 401 Unauthorized)")
+
+
+async def test_serve_with_a_failing_download_exits_with_its_status(tmp_path: Path) -> None:
+    env = {**_clean_env(), "NIM_CACHE_PATH": str(tmp_path), "NIM_SERVER_PORT": "0"}
+    code, _, err = await _run(sys.executable, "-m", "nimsim", "serve", env=env)
+    assert code == 1
+    assert "NGC_API_KEY is not set" in err.splitlines()[-1]
+
+
+def test_help_names_the_utilities(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "download-to-cache" in text
+    assert "list-model-profiles" in text
+    assert "--download-fault" in text

@@ -17,8 +17,11 @@ def test_from_env_defaults() -> None:
     assert config == SimConfig()
     assert config.model == "meta/llama-3.1-8b-instruct"
     assert (config.host, config.port) == ("127.0.0.1", 8000)
-    assert config.max_model_len == 8192
+    # Was 8192: a real Llama 3.1 NIM serves the model's own 131072-token context.
+    assert config.max_model_len is None
+    assert config.context_len == 131072
     assert config.load_delay == 2.0
+    assert (config.cache_path, config.path_map, config.download_fault) == (None, (), None)
     assert config.faults == Faults()
     assert config.owner == "meta"
 
@@ -101,7 +104,18 @@ def test_model_from_image(image: str, model: str) -> None:
         ),
         ("1.0_flapping.wrong-model", {"NIMSIM_FAULT": "flapping,wrong-model"}),
         ("1.0-slowest", {}),
-        ("1.0-download-5s", {}),
+        ("1.0-download-5s", {"NIMSIM_DOWNLOAD_DELAY": "5"}),
+        ("1.0-download-0.5s-load-2s", {"NIMSIM_DOWNLOAD_DELAY": "0.5", "NIMSIM_LOAD_DELAY": "2"}),
+        ("1.0-auth-fail", {"NIMSIM_DOWNLOAD_FAULT": "auth-fail"}),
+        ("1.0-network-fail", {"NIMSIM_DOWNLOAD_FAULT": "network-fail"}),
+        ("1.0-disk-full", {"NIMSIM_DOWNLOAD_FAULT": "disk-full"}),
+        # "slow-download" is a download fault; it must not also slow every response.
+        ("1.0-slow-download", {"NIMSIM_DOWNLOAD_FAULT": "slow-download"}),
+        (
+            "1.0-slow-download-slow",
+            {"NIMSIM_DOWNLOAD_FAULT": "slow-download", "NIMSIM_FAULT": "slow"},
+        ),
+        ("1.0-diskfull", {}),
         ("nvcr.io/nim/slow/model:1.0", {}),
         ("nvcr.io/nim/meta/model:1.0-never-ready", {"NIMSIM_FAULT": "never-ready"}),
     ],
@@ -162,6 +176,16 @@ def test_faults_round_trip_through_text() -> None:
         ({"NIMSIM_LOAD_DELAY": "-1"}, "NIMSIM_LOAD_DELAY must be a finite number"),
         ({"NIMSIM_LOAD_DELAY": "nan"}, "NIMSIM_LOAD_DELAY must be a finite number"),
         ({"NIMSIM_FLAP_PERIOD": "0"}, "NIMSIM_FLAP_PERIOD"),
+        ({"NIMSIM_FAULT": "disk-full"}, "download faults go in NIMSIM_DOWNLOAD_FAULT"),
+        ({"NIMSIM_DOWNLOAD_FAULT": "slow"}, "NIMSIM_DOWNLOAD_FAULT must be one of auth-fail"),
+        ({"NIMSIM_DOWNLOAD_DELAY": "-1"}, "NIMSIM_DOWNLOAD_DELAY must be a finite number"),
+        ({"NIMSIM_PATH_MAP": "{nope"}, "NIMSIM_PATH_MAP is not valid JSON"),
+        ({"NIMSIM_PATH_MAP": "[]"}, "NIMSIM_PATH_MAP must be a JSON object"),
+        ({"NIMSIM_PATH_MAP": '{"/a": 1}'}, r"NIMSIM_PATH_MAP\['/a'\] must be a string path"),
+        ({"NIMSIM_PATH_MAP": '{"a": "/b"}'}, "must be an absolute container path"),
+        ({"NIMSIM_PATH_MAP": '{"/a": "b"}'}, "must be an absolute host path"),
+        ({"NIMSIM_GPU_COUNT": "0"}, "NIMSIM_GPU_COUNT must be >= 1"),
+        ({"NIMSIM_MAX_CONCURRENCY": "0"}, "NIMSIM_MAX_CONCURRENCY must be >= 1"),
     ],
 )
 def test_from_env_rejects_bad_values(env: dict[str, str], message: str) -> None:
@@ -262,3 +286,93 @@ def test_complete_stop_sequences() -> None:
     assert complete(answer, 100, ["1"]).content == ""
     assert complete(answer, 100, ["", "nothing"]).content == answer
     assert complete(answer, 3, [" 5"]).finish_reason == "length"
+
+
+def test_from_env_reads_the_nim_cache_settings() -> None:
+    config = SimConfig.from_env(
+        {
+            "NIM_CACHE_PATH": "/models",
+            "NIM_MODEL_PROFILE": "vllm-fp16-tp1",
+            "NIM_PEFT_SOURCE": "/loras",
+            "NGC_API_KEY": "nvapi-a",
+            "NIMSIM_DOWNLOAD_DELAY": "0.5",
+            "NIMSIM_DOWNLOAD_FAULT": "network-fail",
+            "NIMSIM_SLOW_DOWNLOAD_SECONDS": "4",
+            "NIMSIM_GPU_PRODUCT": "l40s",
+            "NVIDIA_VISIBLE_DEVICES": "GPU-a,GPU-b",
+            "NIMSIM_MAX_CONCURRENCY": "8",
+        }
+    )
+    assert (config.cache_path, config.model_profile, config.peft_source) == (
+        "/models",
+        "vllm-fp16-tp1",
+        "/loras",
+    )
+    assert (config.ngc_api_key, config.download_delay, config.download_fault) == (
+        "nvapi-a",
+        0.5,
+        "network-fail",
+    )
+    assert (config.slow_download_seconds, config.gpu_product, config.gpu_count) == (4.0, "L40S", 2)
+    assert config.max_concurrency == 8
+    assert "nvapi-a" not in repr(config)
+
+
+def test_ngc_cli_api_key_wins_as_in_nim() -> None:
+    env = {"NGC_API_KEY": "nvapi-b", "NGC_CLI_API_KEY": "nvapi-c"}
+    assert SimConfig.from_env(env).ngc_api_key == "nvapi-c"
+
+
+def test_gpu_count_defaults() -> None:
+    assert SimConfig.from_env({}).gpu_count == 1
+    assert SimConfig.from_env({"NVIDIA_VISIBLE_DEVICES": "all"}).gpu_count == 1
+    assert SimConfig.from_env({"NVIDIA_VISIBLE_DEVICES": "0,1,2,3"}).gpu_count == 4
+    assert (
+        SimConfig.from_env({"NVIDIA_VISIBLE_DEVICES": "0,1", "NIMSIM_GPU_COUNT": "8"}).gpu_count
+        == 8
+    )
+
+
+def test_cache_path_defaults_to_nims_only_when_modelling_a_container() -> None:
+    assert SimConfig.from_env({}).cache_path is None
+    mapped = SimConfig.from_env({"NIMSIM_PATH_MAP": '{"/data": "/tmp/data"}'})
+    assert mapped.cache_path == "/opt/nim/.cache"
+
+
+def test_host_path_uses_the_longest_matching_prefix() -> None:
+    config = SimConfig.from_env(
+        {
+            "NIMSIM_PATH_MAP": (
+                '{"/opt/nim/.cache": "/lab/pvc-1", "/opt/nim/.cache/loras": "/lab/cm-2",'
+                ' "/": "/lab/rootfs"}'
+            )
+        }
+    )
+    assert str(config.host_path("/opt/nim/.cache")) == "/lab/pvc-1"
+    assert str(config.host_path("/opt/nim/.cache/ngc/hub")) == "/lab/pvc-1/ngc/hub"
+    assert str(config.host_path("/opt/nim/.cache/loras/a")) == "/lab/cm-2/a"
+    assert str(config.host_path("/opt/nim/.cache2/x")) == "/lab/rootfs/opt/nim/.cache2/x"
+    assert str(config.host_path("/opt/nim/.cache/../x")) == "/lab/rootfs/opt/nim/x"
+    assert str(config.host_path("/")) == "/lab/rootfs"
+
+
+def test_host_path_is_identity_when_nothing_matches() -> None:
+    config = SimConfig.from_env({"NIMSIM_PATH_MAP": '{"/data": "/tmp/d"}'})
+    assert str(config.host_path("/opt/nim/.cache")) == "/opt/nim/.cache"
+    assert str(config.host_path("/data2")) == "/data2"
+    assert str(SimConfig().host_path("/x/y")) == "/x/y"
+
+
+def test_an_empty_path_map_still_means_a_container() -> None:
+    config = SimConfig.from_env({"NIMSIM_PATH_MAP": "{}"})
+    assert (config.in_container, config.path_map) == (True, ())
+    assert config.cache_path == "/opt/nim/.cache"
+    assert not SimConfig.from_env({}).in_container
+
+
+def test_read_only_paths() -> None:
+    config = SimConfig.from_env({"NIMSIM_READ_ONLY_PATHS": '["/opt/nim/.cache"]'})
+    assert config.is_read_only("/opt/nim/.cache/ngc")
+    assert not config.is_read_only("/opt/nim/.cache2")
+    with pytest.raises(ValueError, match="NIMSIM_READ_ONLY_PATHS must be a JSON array"):
+        SimConfig.from_env({"NIMSIM_READ_ONLY_PATHS": '"/x"'})
