@@ -1,4 +1,5 @@
-"""`python -m nimop`: run the operator, render a NimService offline, or print the CRD."""
+"""`python -m nimop`: run the operator, render a NimService offline, print the CRD, or check a
+NimService's NIM API (`nimop check`, the same command as `kubectl nim check`)."""
 
 from __future__ import annotations
 
@@ -80,6 +81,12 @@ def _crd(_: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["check"]:
+        # `nimop check` is `kubectl nim check`: one implementation, in its own package.
+        from nimcheck import check_main
+
+        return check_main(args_in[1:], prog="nimop check")
     parser = argparse.ArgumentParser(prog="nimop", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the operator (settings: NIMOP_* environment variables)")
@@ -98,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     rend.add_argument("--params", action="store_true", help="print the template parameters instead")
     rend.set_defaults(func=_render)
     sub.add_parser("crd", help="print the CustomResourceDefinition").set_defaults(func=_crd)
-    args = parser.parse_args(argv)
+    sub.add_parser("check", help="run the NIM API checks against a NimService (kubectl nim check)")
+    args = parser.parse_args(args_in)
     result: int = args.func(args)
     return result
 
