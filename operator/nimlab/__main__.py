@@ -6,6 +6,7 @@ down       stop it and wait for every process of it to exit (make cluster-down)
 kubeconfig print the running lab's kubeconfig path
 endpoint   print the loopback URL the lab's service proxy serves a Service on
 runner     the pod runner itself (started by the lab)
+node-addresses  loopback InternalIPs for Karpenter's nodes (started by a lab with Karpenter)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import sys
 from pathlib import Path
 
+from nimlab.karpenter import KarpenterConfig, KarpenterConfigError
 from nimlab.nodes import Topology
 
 
@@ -38,11 +40,49 @@ def _add_topology(parser: argparse.ArgumentParser) -> None:
         default=float(os.environ.get("NIMLAB_TIME_SCALE") or 1.0),
         help="multiply kubelet timings (probe periods, back-offs) by this",
     )
+    _add_karpenter(parser)
+
+
+def _add_karpenter(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Karpenter (defaults from NIMLAB_KARPENTER* env variables)")
+    group.add_argument(
+        "--karpenter-gpu-pool",
+        action="store_true",
+        default=os.environ.get("NIMLAB_KARPENTER", "").strip().lower() in ("1", "true", "yes"),
+        help="run real Karpenter with a GPU NodePool at zero nodes and a CPU NodePool, "
+        "instead of the static GPU nodes",
+    )
+    group.add_argument(
+        "--karpenter-gpu-limit",
+        type=int,
+        default=_env_int("NIMLAB_KARPENTER_GPU_LIMIT", 16),
+        help="the GPU NodePool's limit on nvidia.com/gpu",
+    )
+    group.add_argument(
+        "--karpenter-consolidate-after",
+        default=os.environ.get("NIMLAB_KARPENTER_CONSOLIDATE_AFTER") or "30s",
+        help="the NodePools' disruption.consolidateAfter (e.g. 30s, 5m, Never)",
+    )
+    group.add_argument(
+        "--karpenter-node-delay",
+        default=os.environ.get("NIMLAB_KARPENTER_NODE_DELAY") or "0s",
+        help="how long a launched node takes to register (KWOKNodeClass nodeRegistrationDelay)",
+    )
+
+
+def _karpenter(args: argparse.Namespace) -> KarpenterConfig | None:
+    if not args.karpenter_gpu_pool:
+        return None
+    return KarpenterConfig(
+        gpu_limit=args.karpenter_gpu_limit,
+        consolidate_after=args.karpenter_consolidate_after,
+        registration_delay=args.karpenter_node_delay,
+    )
 
 
 def _topology(args: argparse.Namespace) -> Topology:
     return Topology.default(
-        gpu_nodes=args.gpu_nodes,
+        gpu_nodes=0 if args.karpenter_gpu_pool else args.gpu_nodes,  # Karpenter adds GPU nodes
         gpus_per_node=args.gpus_per_node,
         product=args.gpu_product,
         cpu_nodes=args.cpu_nodes,
@@ -56,6 +96,10 @@ def _serve_args(args: argparse.Namespace) -> list[str]:
         f"--gpu-product={args.gpu_product}",
         f"--cpu-nodes={args.cpu_nodes}",
         f"--time-scale={args.time_scale}",
+        *(["--karpenter-gpu-pool"] if args.karpenter_gpu_pool else []),
+        f"--karpenter-gpu-limit={args.karpenter_gpu_limit}",
+        f"--karpenter-consolidate-after={args.karpenter_consolidate_after}",
+        f"--karpenter-node-delay={args.karpenter_node_delay}",
     ]
 
 
@@ -70,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     runner.add_argument("--control-file", type=Path, required=True)
     runner.add_argument("--time-scale", type=float, default=1.0)
     runner.add_argument("--volume-dir", type=Path, default=None)
+
+    addresses = sub.add_parser("node-addresses", help="loopback IPs for Karpenter's nodes")
+    addresses.add_argument("--kubeconfig", type=Path, required=True)
 
     for name, text in (
         ("serve", "run a lab in the foreground"),
@@ -101,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         from nimlab import runner
 
         return runner.main(args.kubeconfig, args.control_file, args.time_scale, args.volume_dir)
+    if args.command == "node-addresses":
+        from nimlab import nodeaddress
+
+        return nodeaddress.main(args.kubeconfig)
 
     from nimlab import daemon
 
@@ -108,9 +159,20 @@ def main(argv: list[str] | None = None) -> int:
         from nimlab import demo
 
         return demo.run(args.state_dir)
+    if args.command in ("serve", "up"):
+        try:
+            karpenter = _karpenter(args)
+        except KarpenterConfigError as err:
+            print(f"nimlab: {err}", file=sys.stderr)
+            return 2
     if args.command == "serve":
-        return daemon.serve(args.state_dir, _topology(args), ["--time-scale", str(args.time_scale)])
+        runner_args = ["--time-scale", str(args.time_scale)]
+        return daemon.serve(args.state_dir, _topology(args), runner_args, karpenter=karpenter)
     if args.command == "up":
+        if karpenter is not None:  # a cold build takes minutes: do it here, not inside `serve`
+            from nimlab.binaries import ensure_karpenter
+
+            ensure_karpenter()
         return daemon.up(args.state_dir, _serve_args(args))
     if args.command == "down":
         return daemon.down(args.state_dir)

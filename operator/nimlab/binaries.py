@@ -36,3 +36,21 @@ def ensure_binaries() -> Path:
     if missing:
         raise FileNotFoundError(f"missing control plane binaries in {bin_dir}: {missing}")
     return bin_dir
+
+
+def ensure_karpenter() -> Path:
+    """Return Karpenter's build directory (bin/karpenter, crds/), building it if missing.
+
+    hack/karpenter/build.sh: minutes cold, instant warm. NIMLAB_KARPENTER_DIR points at a
+    prepared directory instead.
+    """
+    override = os.environ.get("NIMLAB_KARPENTER_DIR")
+    if override:
+        home = Path(override)
+    else:
+        script = repo_root() / "hack" / "karpenter" / "build.sh"
+        out = subprocess.run([str(script)], check=True, stdout=subprocess.PIPE, text=True)
+        home = Path(out.stdout.strip().splitlines()[-1])
+    if not (home / "bin" / "karpenter").is_file():
+        raise FileNotFoundError(f"missing the Karpenter binary in {home / 'bin'}")
+    return home

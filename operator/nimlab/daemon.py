@@ -28,6 +28,7 @@ from nimlab.atomic import write_atomically
 from nimlab.binaries import ensure_binaries
 from nimlab.cluster import Cluster, LabError
 from nimlab.control import ControlError, RunnerControl
+from nimlab.karpenter import KarpenterConfig
 from nimlab.nodes import Topology
 
 MARKER = ".nimlab-state"
@@ -103,13 +104,24 @@ def nodes_summary(info: dict[str, Any]) -> str:
     for node in info.get("nodes", []):
         what = f"{node['gpus']} x {node['product']}" if node["gpus"] else "CPU only"
         lines.append(f"  {node['name']:<12} {node['ip']:<12} {what}")
+    if karpenter := info.get("karpenter"):
+        pools = ", ".join(karpenter["node_pools"])
+        lines.append(
+            f"  Karpenter NodePools {pools} (at zero nodes; nvidia.com/gpu limit "
+            f"{karpenter['gpu_limit']}, consolidateAfter {karpenter['consolidate_after']})"
+        )
     return "\n".join(lines)
 
 
 # -- serve --------------------------------------------------------------------------------------
 
 
-def serve(state_dir: Path, topology: Topology, runner_args: list[str]) -> int:
+def serve(
+    state_dir: Path,
+    topology: Topology,
+    runner_args: list[str],
+    karpenter: KarpenterConfig | None = None,
+) -> int:
     state_dir = state_dir.resolve()
     try:
         prepare(state_dir)
@@ -141,6 +153,7 @@ def serve(state_dir: Path, topology: Topology, runner_args: list[str]) -> int:
         topology=topology,
         runner_args=runner_args,
         on_crash=on_crash,
+        karpenter=karpenter,
     )
     started = time.monotonic()
     try:
