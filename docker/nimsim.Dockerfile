@@ -1,5 +1,6 @@
-# NIM simulator image. Build from the repository root:
-#   docker build -f docker/nimsim.Dockerfile -t nimsim:dev .
+# NIM simulator image. Build from the repository root with any engine:
+#   docker build -f docker/nimsim.Dockerfile -t nimsim:0.1.0 .
+# or without one: `make image` (docs/install.md, "Images").
 # Fault modes can be chosen by tag (see nimsim.config) when NIMSIM_IMAGE is set,
 # or directly with NIMSIM_FAULT / --fault.
 FROM python:3.11-slim
@@ -9,11 +10,23 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-COPY pyproject.toml README.md /src/
-COPY operator /src/operator
-RUN pip install /src && rm -rf /src
+# Dependencies first, at the versions CI tests; rebuilt only when pyproject.toml or the lock change.
+COPY pyproject.toml requirements-dev.lock /src/
+RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' \
+      > /tmp/requirements.txt \
+ && pip install -c /src/requirements-dev.lock -r /tmp/requirements.txt \
+ && rm /tmp/requirements.txt
 
-RUN useradd --uid 1000 --user-group --create-home --shell /usr/sbin/nologin nimsim
+# The wheel (one for nimop, nimsim and nimlab) force-includes manifests/ as nimop/manifests, so
+# the build fails without it in the context.
+COPY README.md /src/
+COPY operator /src/operator
+COPY manifests /src/manifests
+RUN pip install --no-deps /src && rm -rf /src && nimsim --help >/dev/null
+
+# An explicit gid: Kubernetes takes the container's group from /etc/passwd (see operator.Dockerfile).
+RUN groupadd --gid 1000 nimsim \
+ && useradd --uid 1000 --gid 1000 --create-home --shell /usr/sbin/nologin nimsim
 USER 1000:1000
 WORKDIR /home/nimsim
 
