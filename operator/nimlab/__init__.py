@@ -8,5 +8,7 @@ Starting labs: cluster (one lab, in-process), daemon (serve/up/down in a state d
 binaries, nodes, leases (per-lab pod IP ranges), procs (finding a lab's processes).
 The pod runner process: runner (wiring), informer (list+watch), kubelet and container (pod and
 container lifecycles), containerenv, probes, podstatus, timing, proxy (Services), provisioner
-(PVCs), controlapi. For tests: control (the runner's control API client), testing.
+(PVCs), controlapi; imageruntime (containers of the images the lab builds, labimages, run
+under runc by oci) and apiservice (kubernetes.default.svc for them). For tests: control (the
+runner's control API client), testing.
 """

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -27,6 +27,8 @@ import httpx
 import yaml
 
 from nimlab import nodes
+from nimlab.karpenter import KarpenterConfig
+from nimlab.karpenter import start as start_karpenter
 from nimlab.leases import Lease, acquire_pod_cidr
 from nimlab.provisioner import storage_class
 
@@ -44,6 +46,41 @@ class LabError(RuntimeError):
 def _die_with_parent() -> None:
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+ESTABLISHED = 'jsonpath={.status.conditions[?(@.type=="Established")].status}'
+
+
+def wait_established(
+    kubectl: Callable[..., str], crds: Iterable[str], timeout: float = 30.0
+) -> None:
+    """Wait until each CRD (by name) is Established. `kubectl wait --for=condition` is no use
+    here: it fails at once while a new CRD has no conditions yet (the API server compiles its
+    CEL rules first)."""
+    deadline = time.monotonic() + timeout
+    for name in crds:
+        while kubectl("get", f"crd/{name}", "-o", ESTABLISHED).strip() != "True":
+            if time.monotonic() > deadline:
+                raise LabError(f"CRD {name} not Established within {timeout:g}s")
+            time.sleep(0.1)
+
+
+def crd_names(*paths: Path) -> list[str]:
+    """The names of the CRDs in these files, or in the resources of these kustomizations."""
+    files: list[Path] = []
+    for path in paths:
+        kustomization = path / "kustomization.yaml"
+        if kustomization.is_file():
+            resources = yaml.safe_load(kustomization.read_text()).get("resources") or []
+            files.extend(path / str(r) for r in resources)
+        else:
+            files.append(path)
+    return [
+        str(doc["metadata"]["name"])
+        for f in files
+        for doc in yaml.safe_load_all(f.read_text())
+        if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition"
+    ]
 
 
 def free_port() -> int:
@@ -106,10 +143,20 @@ class Cluster:
     runner_args: list[str] = field(default_factory=list)
     on_crash: Callable[[str], None] | None = None
     pod_cidr: str = ""  # empty: lease a free slice of 127.1.0.0/16 for this lab's lifetime
+    # Real Karpenter with the kwok provider and the lab's NodePools (nimlab.karpenter); its build
+    # directory defaults to hack/karpenter/build.sh's.
+    karpenter: KarpenterConfig | None = None
+    extra_users: tuple[str, ...] = ()
+    """More admin users, each with a token of its own (`user_token(name)`): lets a benchmark
+    tell one client's requests from the others' in the API server's audit log."""
+    audit_log: bool = False
+    """Record every request's metadata (user, verb, resource) in workdir/audit.log."""
+    karpenter_home: Path | None = None
 
     components: list[Component] = field(default_factory=list, init=False)
     server: str = field(default="", init=False)
     token: str = field(default="", init=False)
+    user_tokens: dict[str, str] = field(default_factory=dict, init=False)
     crashed: str | None = field(default=None, init=False)
     runner_control: str = field(default="", init=False)
     _stopping: threading.Event = field(default_factory=threading.Event, init=False)
@@ -123,6 +170,14 @@ class Cluster:
     @property
     def ca_file(self) -> Path:
         return self.workdir / "pki" / "apiserver.crt"
+
+    def install_crds(self, *paths: Path, timeout: float = 30.0) -> None:
+        """Server-side apply CRD files (or a directory with a kustomization of them) and wait
+        until every CRD they define is Established."""
+        for path in paths:
+            flag = "-k" if (path / "kustomization.yaml").is_file() else "-f"
+            self.kubectl("apply", "--server-side", flag, str(path))
+        wait_established(self.kubectl, crd_names(*paths), timeout)
 
     def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> str:
         """Run the lab's own kubectl against this cluster; returns stdout."""
@@ -158,6 +213,8 @@ class Cluster:
                 self._spawn_runner()  # its start-up overlaps with the nodes coming up
             self._create_nodes(deadline)
             self._create_storage_class()
+            if self.karpenter is not None:
+                self._start_karpenter(deadline)
             self._wait_controllers(deadline)
             if self.with_runner:
                 self._wait_runner(deadline)
@@ -195,7 +252,10 @@ class Cluster:
             capture_output=True,
         )
         self.token = secrets.token_hex(24)
-        (pki / "tokens.csv").write_text(f"{self.token},lab-admin,lab-admin,system:masters\n")
+        self.user_tokens = {user: secrets.token_hex(24) for user in self.extra_users}
+        lines = [f"{self.token},lab-admin,lab-admin,system:masters"]
+        lines += [f"{tok},{user},{user},system:masters" for user, tok in self.user_tokens.items()]
+        (pki / "tokens.csv").write_text("\n".join(lines) + "\n")
 
     def _spawn(self, name: str, argv: list[str]) -> Component:
         comp = Component(name, argv, self.workdir / "logs" / f"{name}.log")
@@ -272,6 +332,7 @@ class Cluster:
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
                 "--v=1",
+                *self._audit_args(),
             ],
         )
         self._write_kubeconfig()
@@ -287,6 +348,34 @@ class Cluster:
             return resp.status_code == 200
 
         self._wait("kube-apiserver /readyz", lambda: self.ca_file.exists() and ready(), deadline)
+
+    @property
+    def audit_path(self) -> Path:
+        return self.workdir / "audit.log"
+
+    def _audit_args(self) -> list[str]:
+        if not self.audit_log:
+            return []
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "audit.k8s.io/v1",
+                    "kind": "Policy",
+                    "omitStages": ["RequestReceived"],
+                    "rules": [{"level": "Metadata"}],
+                }
+            )
+        )
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_path}",
+            "--audit-log-format=json",
+            "--audit-log-maxsize=0",
+        ]
+
+    def user_token(self, user: str) -> str:
+        return self.user_tokens[user]
 
     def _write_kubeconfig(self) -> None:
         self.write_kubeconfig(self.kubeconfig, self.token, user="lab-admin")
@@ -401,6 +490,13 @@ class Cluster:
 
             self._wait("nodes Ready", all_ready, deadline)
 
+    def _start_karpenter(self, deadline: float) -> None:
+        from nimlab.binaries import ensure_karpenter
+
+        assert self.karpenter is not None
+        home = self.karpenter_home or ensure_karpenter()
+        start_karpenter(self, self.karpenter, home, deadline)
+
     def _create_storage_class(self) -> None:
         """The default class the runner provisions for, as every managed cluster has one."""
         with self.api() as api:
@@ -481,6 +577,7 @@ class Cluster:
             "pids": {c.name: c.proc.pid for c in self.components if c.proc is not None},
             "workdir": str(self.workdir),
             "pod_cidr": self.pod_cidr,
+            "karpenter": self.karpenter.describe() if self.karpenter is not None else None,
             "nodes": [
                 {
                     "name": n["metadata"]["name"],

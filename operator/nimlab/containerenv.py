@@ -4,17 +4,19 @@ Images are never pulled; a tag word decides whether the "pull" fails, so tests c
 ErrImagePull without a registry. The environment is resolved as the kubelet resolves it (literal
 values, ConfigMap and Secret references, the downward API, $(VAR) expansion), because a missing
 Secret must surface as CreateContainerConfigError exactly where a real cluster would report it.
-Secret values are never read: the container gets a placeholder, so no credential reaches a log.
+Secret values are read and passed on as a kubelet does (the simulator checks NGC_API_KEY, so a
+bad key must reach it); no env value is ever logged.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any
 
 from nimlab.kubeapi import KubeAPI, Obj
 
-SECRET_PLACEHOLDER = "nimlab-secret-placeholder"
 _VAR_REF = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
 
 
@@ -82,9 +84,8 @@ class EnvResolver:
             if optional:
                 return None
             raise ConfigError(f'{kind.lower()} "{name}" not found')
-        keys = {**(obj.get("data") or {}), **(obj.get("binaryData") or {})}
         if kind == "Secret":
-            return dict.fromkeys(keys, SECRET_PLACEHOLDER)
+            return {k: secret_text(v) for k, v in (obj.get("data") or {}).items()}
         return {k: str(v) for k, v in (obj.get("data") or {}).items()}
 
     async def _env_from(self, source: dict[str, Any]) -> dict[str, str]:
@@ -113,6 +114,14 @@ class EnvResolver:
                 return keys[ref["key"]]
         if "fieldRef" in value_from:
             return field_value(self.pod, value_from["fieldRef"]["fieldPath"])
+        return ""
+
+
+def secret_text(encoded: str) -> str:
+    """A Secret value as the process sees it: the decoded bytes, as Go's string(bytes) would."""
+    try:
+        return base64.b64decode(encoded, validate=True).decode("utf-8", errors="replace")
+    except (binascii.Error, ValueError):
         return ""
 
 

@@ -1,14 +1,16 @@
 """`make demo`: the whole path a user takes, on the local lab, left running.
 
-Start (or reuse) the lab, install the CRD, start the operator, create the NGC Secrets the example
-references (dummy values: the simulator downloads nothing), apply the llama example, wait for
-Ready, show `kubectl get nims`, and answer one chat completion through the Service's endpoint
-with the request from the NIM API reference. `make down` stops all of it: every process the demo
-starts names the lab's state directory on its command line, which is how `nimlab down` finds them.
+Start (or reuse) the lab, install the CRDs, start the operator, create the NGC Secrets the
+example references (dummy values: the simulator downloads nothing), apply the llama example, wait
+for Ready, show `kubectl get nims`, answer one chat completion through the Service's endpoint with
+the request from the NIM API reference, and run `kubectl nim check` against it. `make down` stops
+all of it: every process the demo starts names the lab's state directory on its command line,
+which is how `nimlab down` finds them.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -21,7 +23,7 @@ import httpx
 
 from nimlab import daemon, procs
 from nimlab.binaries import ensure_binaries, repo_root
-from nimlab.cluster import free_port
+from nimlab.cluster import LabError, crd_names, free_port, wait_established
 from nimlab.control import RunnerControl
 
 EXAMPLE = "examples/llama-3.1-8b-instruct.yaml"
@@ -131,6 +133,18 @@ def _wait_ready(bin_dir: Path, kubeconfig: Path, name: str, timeout: float) -> d
     raise DemoError(f"{name} did not become Ready within {timeout:.0f}s")
 
 
+def _check(kubeconfig: Path, name: str, url: str) -> None:
+    """`kubectl nim check`: every request of the NIM API reference, with its verdict."""
+    print(f"\n$ kubectl nim check {name} --endpoint {url}")
+    result = subprocess.run(
+        [sys.executable, "-m", "nimcheck", "check", name, "-n", NAMESPACE, "--endpoint", url],
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        check=False,
+    )
+    if result.returncode != 0:
+        raise DemoError(f"kubectl nim check failed (exit {result.returncode})")
+
+
 def run(state_dir: Path, timeout: float = 240.0) -> int:
     state_dir = state_dir.resolve()
     started = time.monotonic()
@@ -140,22 +154,9 @@ def run(state_dir: Path, timeout: float = 240.0) -> int:
             return 1
         kubeconfig = state_dir / "kubeconfig"
         root = repo_root()
-        _kubectl(
-            bin_dir,
-            kubeconfig,
-            "apply",
-            "--server-side",
-            "-f",
-            str(root / "crds" / "nimservices.nimop.dev.yaml"),
-        )
-        _kubectl(
-            bin_dir,
-            kubeconfig,
-            "wait",
-            "--for=condition=Established",
-            "crd/nimservices.nimop.dev",
-            "--timeout=30s",
-        )
+        crds = root / "crds"
+        _kubectl(bin_dir, kubeconfig, "apply", "--server-side", "-k", str(crds))
+        wait_established(functools.partial(_kubectl, bin_dir, kubeconfig), crd_names(crds))
         _start_operator(state_dir, kubeconfig)
         _secrets(bin_dir, kubeconfig)
         print(f"\n$ kubectl apply -f {EXAMPLE}")
@@ -176,7 +177,8 @@ def run(state_dir: Path, timeout: float = 240.0) -> int:
         resp = httpx.post(f"{url}/v1/chat/completions", json=CHAT, timeout=30, trust_env=False)
         resp.raise_for_status()
         print(json.dumps(resp.json(), indent=2))
-    except (DemoError, daemon.StateError, httpx.HTTPError, OSError) as err:
+        _check(kubeconfig, name, url)
+    except (DemoError, LabError, daemon.StateError, httpx.HTTPError, OSError) as err:
         print(f"demo failed: {err}", file=sys.stderr)
         return 1
     print(
@@ -185,6 +187,7 @@ def run(state_dir: Path, timeout: float = 240.0) -> int:
         f"  export NIM_ENDPOINT={url}\n"
         f"  kubectl get nims,deploy,pods -o wide\n"
         f"  curl $NIM_ENDPOINT/v1/models\n"
+        f"  kubectl nim check {name} --endpoint $NIM_ENDPOINT\n"
         "Stop it all with: make down"
     )
     return 0

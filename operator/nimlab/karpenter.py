@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import yaml
 
 from nimlab import nodeaddress
 from nimlab.nodes import GPU_MEMORY_MIB, GPU_TAINT_KEY
@@ -370,18 +369,6 @@ class KarpenterFiles:
         return self.directory / "instance-types.json"
 
 
-def crd_names(files: KarpenterFiles) -> list[str]:
-    """`plural.group` of each CRD file, to wait for them to be Established."""
-    names = []
-    for path in files.crds:
-        doc = yaml.safe_load(path.read_text())
-        try:
-            names.append(f"{doc['spec']['names']['plural']}.{doc['spec']['group']}")
-        except (KeyError, TypeError) as err:
-            raise ValueError(f"{path} is not a CustomResourceDefinition: no {err}") from err
-    return names
-
-
 def controller_argv(files: KarpenterFiles, config: KarpenterConfig, kubeconfig: Path) -> list[str]:
     """Karpenter's command line (flags: karpenter pkg/operator/options/options.go and
     kwok/options/options.go). Karpenter parses its own flag set, which has no --kubeconfig;
@@ -428,13 +415,7 @@ def start(cluster: Cluster, config: KarpenterConfig, home: Path, deadline: float
 
     files = KarpenterFiles(home, cluster.workdir, health_port=free_port(), metrics_port=free_port())
     write_files(files, config)
-    cluster.kubectl("apply", "--server-side", *(f"--filename={p}" for p in files.crds))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        *(f"crd/{name}" for name in crd_names(files)),
-    )
+    cluster.install_crds(*files.crds)
     cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml_stream(config.objects()))
     cluster._spawn("node-addresses", node_addresses_argv(sys.executable, cluster.kubeconfig))
     cluster._spawn("karpenter", controller_argv(files, config, cluster.kubeconfig))

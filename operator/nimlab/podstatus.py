@@ -1,25 +1,40 @@
 """The pod status the kubelet would report, and the smallest patch that gets it there.
 
-The runner owns containerStatuses, the phase and two conditions (ContainersReady, Ready) and
-nothing else: other controllers set their own conditions (the operator's readiness gate), so the
-patch is a strategic merge that names only our condition types. The patch is None whenever the
-pod already says what we would write, which keeps a steady-state lab at zero writes.
+The runner owns containerStatuses, initContainerStatuses, the phase and three conditions
+(Initialized, ContainersReady, Ready) and nothing else: other controllers set their own
+conditions (the operator's readiness gate), so the patch is a strategic merge that names only our
+condition types. The patch is None whenever the pod already says what we would write, which
+keeps a steady-state lab at zero writes.
+
+The rules are the kubelet's (kubernetes/kubernetes v1.36): the phase from `getPhase` in
+pkg/kubelet/kubelet_pods.go, the conditions from pkg/kubelet/status/generate.go, statuses of
+regular containers sorted by name and of init containers in spec order, and each termination
+message cut to the pod's per-container budget (see nimlab.termination).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from nimlab.kubeapi import Obj
+from nimlab.termination import MAX_POD_MESSAGE_BYTES, pod_message_budget, truncate_head
 
-OWNED_CONDITIONS = ("ContainersReady", "Ready")
+OWNED_CONDITIONS = ("Initialized", "ContainersReady", "Ready")
+TERMINAL_PHASES = ("Succeeded", "Failed")
+CONTAINER_CREATING = "ContainerCreating"
+POD_INITIALIZING = "PodInitializing"
 
 
 def timestamp(when: datetime | None = None) -> str:
     return (when or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _waiting(reason: str) -> dict[str, Any]:
+    return {"waiting": {"reason": reason}}
 
 
 @dataclass
@@ -28,9 +43,7 @@ class ContainerView:
 
     name: str
     image: str
-    state: dict[str, Any] = field(
-        default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}}
-    )
+    state: dict[str, Any] = field(default_factory=lambda: _waiting(CONTAINER_CREATING))
     last_state: dict[str, Any] = field(default_factory=dict)
     ready: bool = False
     started: bool = False
@@ -38,14 +51,14 @@ class ContainerView:
     ever_started: bool = False
     finished: bool = False  # terminated for good: restartPolicy says not to restart it
 
-    def status(self, pod_uid: str) -> Obj:
+    def status(self, pod_uid: str, message_budget: int = MAX_POD_MESSAGE_BYTES) -> Obj:
         digest = hashlib.sha256(self.image.encode()).hexdigest()
         status: Obj = {
             "name": self.name,
             "image": self.image,
             "imageID": f"{self.image.split(':')[0]}@sha256:{digest}" if self.ever_started else "",
-            "state": self.state,
-            "lastState": self.last_state,
+            "state": _bounded(self.state, message_budget),
+            "lastState": _bounded(self.last_state, message_budget),
             "ready": self.ready,
             "started": self.started,
             "restartCount": self.restart_count,
@@ -72,20 +85,68 @@ class ContainerView:
         terminated = self.state.get("terminated")
         return None if terminated is None else int(terminated.get("exitCode", 0))
 
+    @property
+    def last_exit_code(self) -> int | None:
+        terminated = self.last_state.get("terminated")
+        return None if terminated is None else int(terminated.get("exitCode", 0))
 
-def pod_phase(current: str | None, views: list[ContainerView]) -> str:
-    if current in ("Succeeded", "Failed"):
+
+def _bounded(state: dict[str, Any], budget: int) -> dict[str, Any]:
+    terminated = state.get("terminated")
+    if not terminated or len(str(terminated.get("message") or "").encode()) <= budget:
+        return state
+    return {"terminated": {**terminated, "message": truncate_head(terminated["message"], budget)}}
+
+
+def pod_phase(
+    current: str | None,
+    restart_policy: str,
+    views: Sequence[ContainerView],
+    init_views: Sequence[ContainerView] = (),
+) -> str:
+    """getPhase (pkg/kubelet/kubelet_pods.go); a terminal phase never changes again."""
+    if current in TERMINAL_PHASES:
         return current
-    if views and all(v.finished for v in views):
-        return "Succeeded" if all(v.exit_code == 0 for v in views) else "Failed"
-    if views and all(v.ever_started for v in views):
+    pending_init = failed_init = 0
+    for view in init_views:
+        if "running" in view.state:
+            pending_init += 1
+        elif "terminated" in view.state:
+            failed_init += view.exit_code != 0
+        elif view.last_exit_code is not None:
+            failed_init += view.last_exit_code != 0
+        else:
+            pending_init += 1
+    running = waiting = stopped = succeeded = 0
+    for view in views:
+        if "running" in view.state:
+            running += 1
+        elif "terminated" in view.state:
+            stopped += 1
+            succeeded += view.exit_code == 0
+        elif view.last_exit_code is not None:
+            stopped += 1
+        else:
+            waiting += 1
+    policy = restart_policy
+    if failed_init and policy == "Never":
+        return "Failed"
+    if (pending_init and not any(v.ever_started for v in views)) or waiting:
+        return "Pending"
+    if running:
         return "Running"
+    if stopped:
+        if policy == "Always":
+            return "Running"
+        if stopped == succeeded:
+            return "Succeeded"
+        return "Failed" if policy == "Never" else "Running"
     return "Pending"
 
 
-def _unready_message(views: list[ContainerView]) -> str | None:
-    unready = [v.name for v in views if not v.ready]
-    return f"containers with unready status: [{' '.join(unready)}]" if unready else None
+def _names(views: Sequence[ContainerView]) -> str:
+    """Go's %s of a []string: [a b]."""
+    return f"[{' '.join(v.name for v in views)}]"
 
 
 def _gate_problems(pod: Obj) -> list[str]:
@@ -108,21 +169,53 @@ def _gate_problems(pod: Obj) -> list[str]:
 Condition = tuple[str, str | None, str | None]
 
 
-def desired_conditions(pod: Obj, views: list[ContainerView]) -> dict[str, Condition]:
+def desired_conditions(
+    pod: Obj,
+    views: Sequence[ContainerView],
+    init_views: Sequence[ContainerView] = (),
+    phase: str = "Running",
+) -> dict[str, Condition]:
     """Condition type -> (status, reason, message), by the kubelet's rules."""
-    if views and all(v.finished for v in views):
+    return {
+        "Initialized": _initialized(views, init_views, phase),
+        **_readiness(pod, views, phase),
+    }
+
+
+def _initialized(
+    views: Sequence[ContainerView], init_views: Sequence[ContainerView], phase: str
+) -> Condition:
+    if phase == "Succeeded":
+        return ("True", "PodCompleted", None)
+    if any(v.ever_started for v in views):
+        return ("True", None, None)
+    incomplete = [v for v in init_views if not v.ready]
+    if incomplete:
+        message = f"containers with incomplete status: {_names(incomplete)}"
+        return ("False", "ContainersNotInitialized", message)
+    return ("True", None, None)
+
+
+def _readiness(pod: Obj, views: Sequence[ContainerView], phase: str) -> dict[str, Condition]:
+    if phase == "Succeeded":
         completed = ("False", "PodCompleted", None)
         return {"ContainersReady": completed, "Ready": completed}
-    unready = _unready_message(views)
-    containers = ("False", "ContainersNotReady", unready) if unready else ("True", None, None)
-    gates = _gate_problems(pod)
+    if phase == "Failed":
+        failed = ("False", "PodFailed", None)
+        return {"ContainersReady": failed, "Ready": failed}
+    unready = [v for v in views if not v.ready]
     if unready:
-        ready = containers
-    elif gates:
-        ready = ("False", "ReadinessGatesNotReady", ", ".join(gates))
-    else:
-        ready = ("True", None, None)
-    return {"ContainersReady": containers, "Ready": ready}
+        containers: Condition = (
+            "False",
+            "ContainersNotReady",
+            f"containers with unready status: {_names(unready)}",
+        )
+        return {"ContainersReady": containers, "Ready": containers}
+    gates = _gate_problems(pod)
+    ready: Condition = (
+        ("False", "ReadinessGatesNotReady", ", ".join(gates)) if gates else ("True", None, None)
+    )
+    return {"ContainersReady": ("True", None, None), "Ready": ready}
 
 
 def _prune(value: Any) -> Any:
@@ -133,18 +226,35 @@ def _prune(value: Any) -> Any:
     return value
 
 
-def status_patch(pod: Obj, views: list[ContainerView], now: str | None = None) -> Obj | None:
+def _statuses_differ(current: list[Obj] | None, desired: list[Obj]) -> bool:
+    by_name = {c.get("name"): c for c in current or []}
+    if len(by_name) != len(desired):
+        return True
+    for wanted in desired:
+        have = by_name.get(wanted["name"], {})
+        if _prune({k: have.get(k) for k in wanted}) != _prune(wanted):
+            return True
+    return False
+
+
+def status_patch(
+    pod: Obj,
+    views: Sequence[ContainerView],
+    now: str | None = None,
+    init_views: Sequence[ContainerView] = (),
+) -> Obj | None:
     """The strategic-merge patch body for pods/status, or None if nothing would change."""
     status = pod.get("status") or {}
     uid = pod["metadata"].get("uid", "")
-    changed = False
-
-    phase = pod_phase(status.get("phase"), views)
-    changed |= status.get("phase") != phase
+    policy = str(pod["spec"].get("restartPolicy") or "Always")
+    phase = pod_phase(status.get("phase"), policy, views, init_views)
+    changed = status.get("phase") != phase
 
     current_conditions = {c["type"]: c for c in status.get("conditions") or []}
     conditions = []
-    for kind, (cond_status, reason, message) in desired_conditions(pod, views).items():
+    for kind, (cond_status, reason, message) in desired_conditions(
+        pod, views, init_views, phase
+    ).items():
         current = current_conditions.get(kind, {})
         same = (
             current.get("status") == cond_status
@@ -168,22 +278,17 @@ def status_patch(pod: Obj, views: list[ContainerView], now: str | None = None) -
             }
         )
 
-    container_statuses = [v.status(uid) for v in views]
-    current_statuses = {c.get("name"): c for c in status.get("containerStatuses") or []}
-    if len(current_statuses) != len(container_statuses):
-        changed = True
-    for desired in container_statuses:
-        current = current_statuses.get(desired["name"], {})
-        projected = {k: current.get(k) for k in desired}
-        if _prune(projected) != _prune(desired):
-            changed = True
+    budget = pod_message_budget(pod["spec"])
+    container_statuses = sorted(
+        (v.status(uid, budget) for v in views), key=lambda s: str(s["name"])
+    )
+    changed |= _statuses_differ(status.get("containerStatuses"), container_statuses)
+    body: Obj = {"phase": phase, "conditions": conditions, "containerStatuses": container_statuses}
+    if init_views:
+        init_statuses = [v.status(uid, budget) for v in init_views]
+        changed |= _statuses_differ(status.get("initContainerStatuses"), init_statuses)
+        body["initContainerStatuses"] = init_statuses
 
     if not changed:
         return None
-    return {
-        "status": {
-            "phase": phase,
-            "conditions": conditions,
-            "containerStatuses": container_statuses,
-        }
-    }
+    return {"status": body}

@@ -1,8 +1,10 @@
-"""Kubelet-style probes against a pod's loopback IP.
+"""Kubelet-style probes against a pod's loopback IP: their spec, and how each one is answered.
 
 Only the kubelet can reach a pod here, because the API server refuses to proxy to loopback
-addresses; so probes are plain HTTP (or TCP) requests from the runner to podIP:port, with the
-kubelet's defaults and its success rule (any status from 200 to 399).
+addresses. A probe of the container's own in-process simulator needs no request at all: what
+the simulator would answer follows from its reported transitions (`derived_target`, and
+nimlab.probestate). Any other probe is a plain HTTP (or TCP) request from the runner to
+podIP:port, with the kubelet's defaults and its success rule (any status from 200 to 399).
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
 from nimlab.timing import TimeScale
 
 log = logging.getLogger(__name__)
+
+UNDECLARED_PORT = "probe names a port the container does not declare"
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,15 @@ class Probe:
     timeout: float
     success_threshold: int
     failure_threshold: int
+
+    def describe_refused(self, ip: str) -> str:
+        """The kubelet's message for a probe nobody listens for."""
+        if self.kind == "tcpSocket":
+            return f"dial tcp {ip}:{self.port}: connect: connection refused"
+        return (
+            f'Get "http://{ip}:{self.port}{self.path}": dial tcp {ip}:{self.port}: '
+            "connect: connection refused"
+        )
 
     @classmethod
     def parse(
@@ -70,6 +83,32 @@ def resolve_port(port: object, container: dict[str, Any]) -> int:
     return 0
 
 
+# nimsim's routes (nimsim.app.make_app): the ready endpoint answers 200 once the model is loaded
+# (503 before), these GET routes answer 200 as soon as the server listens.
+READY_PATH = "/v1/health/ready"
+LIVE_PATHS = frozenset({"/v1/health/live", "/v1/models", "/metrics", "/v1/metrics"})
+
+DerivedTarget = Literal["ready", "live", "always", "never"]
+
+
+def derived_target(probe: Probe, sim_port: int | None, slow: bool) -> DerivedTarget | None:
+    """What a probe sees of the container's own in-process simulator on `sim_port`, or None when
+    it must really be sent (another port, a path whose answer is not a function of the
+    simulator's phase, or a `slow` simulator whose answers may outlast the probe's timeout)."""
+    if probe.kind == "none":
+        return "always"
+    if probe.port <= 0:
+        return "never"
+    if sim_port is None or probe.port != sim_port or slow:
+        return None
+    if probe.kind == "tcpSocket":
+        return "live"
+    path = probe.path.split("?", 1)[0]
+    if path == READY_PATH:
+        return "ready"
+    return "live" if path in LIVE_PATHS else None
+
+
 class Prober:
     """One client for all probes, without keep-alive: each probe is a fresh connection, as the
     kubelet's are, so a restarted server is never probed over a stale socket."""
@@ -81,6 +120,7 @@ class Prober:
             limits=httpx.Limits(max_keepalive_connections=0),
             headers={"User-Agent": "kube-probe/1.36"},
         )
+        self.sent = 0  # probes that went over the network (derived ones never do)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -90,7 +130,8 @@ class Prober:
         if probe.kind == "none":
             return True, ""
         if probe.port <= 0:
-            return False, "probe names a port the container does not declare"
+            return False, UNDECLARED_PORT
+        self.sent += 1
         if probe.kind == "tcpSocket":
             return await self._tcp(probe, ip)
         url = f"http://{ip}:{probe.port}{probe.path}"

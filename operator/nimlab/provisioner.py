@@ -92,6 +92,9 @@ class Provisioner:
         volume = volume_for(claim, self.root)
         directory = Path(volume["spec"]["hostPath"]["path"])
         await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+        # World-writable, as rancher/local-path-provisioner makes its volumes (`mkdir -m 0777`
+        # in its setup script), so a non-root container can write a claim without an fsGroup.
+        await asyncio.to_thread(directory.chmod, 0o777)
         try:
             await self.api.create("/api/v1/persistentvolumes", volume)
         except ApiError as err:

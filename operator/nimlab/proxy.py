@@ -215,10 +215,12 @@ class ServiceProxy:
             return []
         target = spec.get("targetPort", port)
         result = []
-        for pod in sorted(self.pods(), key=lambda p: str(p["metadata"]["name"])):
+        # Filter before sorting: the runner may hold a thousand pods, a Service selects few.
+        mine = [p for p in self.pods() if p["metadata"].get("namespace") == entry.namespace]
+        for pod in sorted(mine, key=lambda p: str(p["metadata"]["name"])):
             meta = pod["metadata"]
             labels = meta.get("labels") or {}
-            if meta.get("namespace") != entry.namespace or not pod_ready(pod):
+            if not pod_ready(pod):
                 continue
             if any(labels.get(k) != v for k, v in selector.items()):
                 continue

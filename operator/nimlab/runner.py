@@ -4,6 +4,10 @@ One asyncio process does what the node agents of a real cluster do, against the 
 it runs every pod's containers as in-process NIM simulators on the pod's loopback IP, proxies
 Services on their own loopback addresses, and provisions volumes. Its control API lets tests
 do what the Kubernetes API cannot express, such as crashing a container.
+
+It is built to carry a thousand pods on two cores: everything is driven by watches and by the
+simulators' own transitions, status writes go through one bounded, coalescing pool, and a pod
+at rest costs memory but no CPU (no probe loop, no write loop, no timer).
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
 
 async def run(kubeconfig: Path, control_file: Path, scale: TimeScale, volume_dir: Path) -> None:
     api = KubeAPI(Credentials.from_kubeconfig(kubeconfig))
-    kubelet = Kubelet(api, scale)
+    kubelet = Kubelet(api, scale, volume_dir)
     pods = Informer(api, "/api/v1/pods", kubelet.on_pod, "pods")
     proxy = ServiceProxy(api, lambda: list(pods.store.values()))
     services = Informer(api, "/api/v1/services", proxy.on_service, "services")
@@ -65,6 +69,7 @@ async def run(kubeconfig: Path, control_file: Path, scale: TimeScale, volume_dir
             ("claims", claims),
             ("proxy", proxy),
             ("provisioner", provisioner),
+            ("status-writer", kubelet.writer),
         )
     ]
     app_runner = web.AppRunner(make_app(kubelet, proxy), access_log=None)

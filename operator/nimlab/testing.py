@@ -68,12 +68,17 @@ def nim_container(
     liveness: dict[str, Any] | None = None,
     env: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A container shaped like a NIM's: port 8000 named http, health probes, GPU limits."""
+    """A container shaped like a NIM's: port 8000 named http, health probes, GPU limits, and an
+    NGC_API_KEY (unless `env` names one), which a NIM needs to download its model when it starts
+    without a cache."""
+    env = list(env or [])
+    if not any(var.get("name") == "NGC_API_KEY" for var in env):
+        env.insert(0, {"name": "NGC_API_KEY", "value": "nvapi-lab-test"})
     container: dict[str, Any] = {
         "name": name,
         "image": f"{NIM_IMAGE}:{tag}",
         "ports": [{"name": "http", "containerPort": 8000}],
-        "env": env or [],
+        "env": env,
     }
     if gpus:
         container["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from kubernetes import watch
 
-from nimlab.control import RunnerControl
+from nimlab.control import ControlError, RunnerControl
 from nimlab.testing import (
     deployment,
     http_probe,
@@ -284,3 +285,24 @@ def test_deleting_a_pod_stops_its_simulator(
 
     wait_for("simulator stopped", refused, timeout=3)
     assert control.pod(namespace, "doomed") is None
+
+
+def test_logs_keep_the_current_and_the_previous_instance(
+    namespace: str, core: Any, control: RunnerControl
+) -> None:
+    core.create_namespaced_pod(
+        namespace, pod("talky", pod_spec(nim_container("1.0-load-0s-crash-after-1")))
+    )
+    wait_for(
+        "a restart",
+        lambda: (s := container_status(core, namespace, "talky")) and s.restart_count >= 1,
+        timeout=20,
+    )
+    previous = control.log(namespace, "talky", previous=True)
+    assert "Selected profile" in previous
+    assert previous.rstrip().endswith("simulated crash (fault crash-after:1)")
+    status = container_status(core, namespace, "talky")
+    assert status.last_state.terminated.exit_code == 1
+    assert "Selected profile" in control.log(namespace, "talky", container="nim")
+    with pytest.raises(ControlError, match="container nope is not valid"):
+        control.log(namespace, "talky", container="nope")

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from nimlab.container import serving_port
-from nimlab.containerenv import expand, field_value, image_tag, pull_error
+from nimlab.containerenv import expand, field_value, image_tag, pull_error, secret_text
 from nimlab.probes import Probe, resolve_port
 from nimlab.timing import TimeScale
 
@@ -29,6 +29,11 @@ def test_pull_faults_come_from_the_tag_only() -> None:
 def test_expand_follows_kubernetes_rules() -> None:
     env = {"A": "1"}
     assert expand("$(A)-$(B)-$$(A)", env) == "1-$(B)-$(A)"
+
+
+def test_secret_values_reach_the_container_decoded() -> None:
+    assert secret_text("bnZhcGktMTIz") == "nvapi-123"
+    assert secret_text("not base64!") == ""
 
 
 def test_field_refs() -> None:

@@ -176,19 +176,3 @@ def test_address_patch_replaces_the_whole_list() -> None:
 def test_build_directory_without_a_binary_is_named_in_the_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"no Karpenter binary at .*bin/karpenter"):
         karpenter.KarpenterFiles(tmp_path, tmp_path / "lab")
-
-
-def test_crd_names_come_from_the_files(tmp_path: Path) -> None:
-    (tmp_path / "bin").mkdir()
-    (tmp_path / "bin" / "karpenter").write_text("")
-    (tmp_path / "crds").mkdir()
-    (tmp_path / "crds" / "a.yaml").write_text(
-        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n"
-        "spec:\n  group: karpenter.sh\n  names:\n    plural: nodepools\n"
-    )
-    files = karpenter.KarpenterFiles(tmp_path, tmp_path / "lab")
-    assert karpenter.crd_names(files) == ["nodepools.karpenter.sh"]
-    (tmp_path / "crds" / "b.yaml").write_text("kind: ConfigMap\n")
-    files = karpenter.KarpenterFiles(tmp_path, tmp_path / "lab")
-    with pytest.raises(ValueError, match=r"b\.yaml is not a CustomResourceDefinition"):
-        karpenter.crd_names(files)
