@@ -24,9 +24,21 @@ COPY operator /src/operator
 COPY manifests /src/manifests
 RUN pip install --no-deps /src && rm -rf /src && nimsim --help >/dev/null
 
+# NIM's utilities under their own names on PATH, as in a NIM image, so a script (the NimCache
+# download Job's, say) calls them as it would there
+# (https://docs.nvidia.com/nim/large-language-models/latest/utilities.html). The lab runs a NIM
+# container's own commands in this image.
+RUN for name in $(python -c 'from nimsim.utilities import ENTRYPOINTS; print(*sorted(ENTRYPOINTS))'); do \
+      printf '#!/bin/sh\nexec nimsim %s "$@"\n' "$name" > "/usr/local/bin/$name" \
+      && chmod 0755 "/usr/local/bin/$name"; \
+    done \
+ && list-model-profiles --help >/dev/null
+
 # An explicit gid: Kubernetes takes the container's group from /etc/passwd (see operator.Dockerfile).
+# /opt/nim/.cache is a NIM image's default NIM_CACHE_PATH, writable by its user.
 RUN groupadd --gid 1000 nimsim \
- && useradd --uid 1000 --gid 1000 --create-home --shell /usr/sbin/nologin nimsim
+ && useradd --uid 1000 --gid 1000 --create-home --shell /usr/sbin/nologin nimsim \
+ && mkdir -p /opt/nim/.cache && chown 1000:1000 /opt/nim/.cache
 USER 1000:1000
 WORKDIR /home/nimsim
 

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""Write every copy of the NimService health check from gitops/argocd/health.lua.
+"""Write every copy of the NimService and NimCache health checks from gitops/argocd/health.lua.
 
     python3 gitops/argocd/generate.py          rewrite the copies
     python3 gitops/argocd/generate.py --check  exit 1 if any copy differs from health.lua
 
-health.lua is the only file to edit. The copies: argocd-cm-patch.yaml (a patch for the argocd-cm
-ConfigMap), argo-cd-values.yaml (values for the argo-cd Helm chart) and
-resource_customizations/nimop.dev/NimService/health.lua (Argo CD's layout for built-in checks).
-tests/unit/test_gitops_health.py runs --check. Needs only the standard library.
+health.lua is the only file to edit. Both kinds report Ready, Reconciling and Stalled the same
+way (kstatus), so one script serves both, registered once per kind. The copies:
+argocd-cm-patch.yaml (a patch for the argocd-cm ConfigMap), argo-cd-values.yaml (values for the
+argo-cd Helm chart) and resource_customizations/nimop.dev/<Kind>/health.lua (Argo CD's layout
+for built-in checks). tests/unit/test_gitops_health.py runs --check. Needs only the standard
+library.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "health.lua"
-KEY = "resource.customizations.health.nimop.dev_NimService"
-UPSTREAM = HERE / "resource_customizations" / "nimop.dev" / "NimService" / "health.lua"
+KINDS = ("NimService", "NimCache")
+KEYS = tuple(f"resource.customizations.health.nimop.dev_{kind}" for kind in KINDS)
+UPSTREAMS = tuple(HERE / "resource_customizations" / "nimop.dev" / k / "health.lua" for k in KINDS)
 
 
 def _block(script: str, indent: int) -> str:
@@ -37,7 +40,7 @@ def render(script: str) -> dict[Path, str]:
     )
     patch = (
         header
-        + "# Argo CD health for NimService. Merge into the argocd-cm ConfigMap, e.g.\n"
+        + "# Argo CD health for NimService and NimCache. Merge into the argocd-cm ConfigMap, e.g.\n"
         + "#   kubectl -n argocd patch configmap argocd-cm --patch-file argocd-cm-patch.yaml\n"
         + "# or list it under `patches:` in the kustomization that installs Argo CD.\n"
         + "apiVersion: v1\n"
@@ -46,22 +49,21 @@ def render(script: str) -> dict[Path, str]:
         + "  name: argocd-cm\n"
         + "  namespace: argocd\n"
         + "data:\n"
-        + f"  {KEY}: |\n"
-        + _block(script, 4)
+        + "".join(f"  {key}: |\n" + _block(script, 4) for key in KEYS)
     )
     values = (
         header
-        + "# Argo CD health for NimService, as values of the argo-cd Helm chart (argo-helm):\n"
+        + "# Argo CD health for NimService and NimCache, as values of the argo-cd Helm chart\n"
+        + "# (argo-helm):\n"
         + "#   helm upgrade --install argocd argo/argo-cd -n argocd -f argo-cd-values.yaml\n"
         + "configs:\n"
         + "  cm:\n"
-        + f"    {KEY}: |\n"
-        + _block(script, 6)
+        + "".join(f"    {key}: |\n" + _block(script, 6) for key in KEYS)
     )
     return {
         HERE / "argocd-cm-patch.yaml": patch,
         HERE / "argo-cd-values.yaml": values,
-        UPSTREAM: script,
+        **dict.fromkeys(UPSTREAMS, script),
     }
 
 

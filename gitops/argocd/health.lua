@@ -1,10 +1,12 @@
--- Argo CD health of a nimop.dev NimService, read from the conditions the operator writes.
+-- Argo CD health of a nimop.dev NimService or NimCache, read from the conditions the operator
+-- writes; both kinds follow the same rules.
 --
---   Ready        True only when the current generation is fully rolled out and every desired
---                replica serves spec.model.
---   Reconciling  True while the operator works towards Ready.
+--   Ready        NimService: True only when the current generation is fully rolled out and every
+--                desired replica serves spec.model. NimCache: True only when the download Job
+--                completed and reported the profiles and bytes it cached.
+--   Reconciling  True while the operator works towards Ready (a rollout, a download, a retry).
 --   Stalled      True only when a human must act (InvalidSpec, SecretNotFound, RolledBack,
---                InsufficientGPU, ImagePullBackOff, ProgressDeadlineExceeded, ...).
+--                InsufficientGPU, AuthenticationFailed, DiskFull, NetworkError, ...).
 --
 -- The rules match kstatus (Flux), so both tools agree on what the operator reports:
 -- Healthy = Current, Progressing = InProgress, Degraded = Failed.

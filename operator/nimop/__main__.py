@@ -19,6 +19,7 @@ def _run(args: argparse.Namespace) -> int:
     import kopf
 
     from nimop import handlers  # noqa: F401  (registers the handlers)
+    from nimop.runtime.informer import KOPF_WATCH_LOGGER, QuietWatchRetries
     from nimop.settings import Settings
 
     settings = Settings.from_env()
@@ -32,6 +33,7 @@ def _run(args: argparse.Namespace) -> int:
         # kopf reports every watch event it dispatches; the operator logs what matters itself.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per probe otherwise
+        logging.getLogger(KOPF_WATCH_LOGGER).addFilter(QuietWatchRetries())
     logging.getLogger().setLevel(settings.log_level.upper())
     kopf.run(
         clusterwide=not namespaces,
@@ -43,6 +45,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _render(args: argparse.Namespace) -> int:
     """Offline rendering, for reviewing a spec or an admin's custom templates."""
+    from nimop import names
     from nimop.core import render
     from nimop.core.meta import object_ref
     from nimop.nimservice import models, params
@@ -59,11 +62,16 @@ def _render(args: argparse.Namespace) -> int:
         }
         spec = models.NimServiceSpec.model_validate(doc["spec"])
         templates = Path(args.templates) if args.templates else render.default_templates_dir()
+        nim_cache = spec.cache.nim_cache if spec.cache else None
         p = params.build(
             spec,
             object_ref({**doc, "metadata": meta}),
             params.SURGE,
             template_fingerprint=render.fingerprint(templates, params.RESOURCE),
+            # Offline, a NimCache's claim is the one it would create.
+            cache=params.CacheMount(names.nimcache_claim_name(nim_cache.name))
+            if nim_cache
+            else None,
         )
         if args.params:
             out.append(render.describe(p))

@@ -1,4 +1,4 @@
-"""Generate the NimService CRD from the pydantic models.
+"""Generate the NimService and NimCache CRDs from the pydantic models.
 
 The API server accepts only structural schemas: every node typed, no $ref, no additionalProperties
 beside properties, defaults only where they are meant to be persisted. pydantic's JSON Schema is
@@ -16,11 +16,13 @@ import yaml
 from pydantic import BaseModel
 
 from nimop import names
+from nimop.nimcache import models as cache_models
 from nimop.nimservice import models
 
 Schema = dict[str, Any]
 
 FILENAME = f"{names.CRD_NAME}.yaml"
+NIMCACHE_FILENAME = f"{cache_models.CRD_NAME}.yaml"
 KEEP_DEFAULT = "x-nimop-keep-default"
 _DROP = {"title", "additionalProperties", "$defs", KEEP_DEFAULT}
 
@@ -126,25 +128,56 @@ def printer_columns() -> list[Schema]:
     ]
 
 
-def crd() -> Schema:
-    spec_schema = schema_of(models.NimServiceSpec, "validation")
-    status_schema = schema_of(models.NimServiceStatus, "serialization")
+def nimcache_printer_columns() -> list[Schema]:
+    ready = '.status.conditions[?(@.type=="Ready")]'
+    return [
+        {"name": "Ready", "type": "string", "jsonPath": f"{ready}.status"},
+        {"name": "Reason", "type": "string", "jsonPath": f"{ready}.reason"},
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {
+            "name": "Profiles",
+            "type": "integer",
+            "jsonPath": ".status.profileCount",
+            "description": "Model profiles in the cache",
+        },
+        {"name": "Size", "type": "string", "jsonPath": ".status.size"},
+        {"name": "PVC", "type": "string", "jsonPath": ".status.pvc"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        {"name": "Job", "type": "string", "jsonPath": ".status.job", "priority": 1},
+    ]
+
+
+def _definition(
+    *,
+    kind: str,
+    plural: str,
+    singular: str,
+    short_names: list[str],
+    spec_model: type[BaseModel],
+    status_model: type[BaseModel],
+    description: str,
+    columns: list[Schema],
+    subresources: Schema,
+) -> Schema:
+    """One CustomResourceDefinition of the nimop.dev group, its schema from the models."""
+    spec_schema = schema_of(spec_model, "validation")
+    status_schema = schema_of(status_model, "serialization")
     status_schema.pop("required", None)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": names.CRD_NAME,
+            "name": f"{plural}.{names.GROUP}",
             "labels": {"app.kubernetes.io/name": "nimop", "app.kubernetes.io/part-of": "nimop"},
         },
         "spec": {
             "group": names.GROUP,
             "names": {
-                "kind": names.KIND,
-                "listKind": f"{names.KIND}List",
-                "plural": names.PLURAL,
-                "singular": names.SINGULAR,
-                "shortNames": names.SHORT_NAMES,
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": singular,
+                "shortNames": short_names,
                 "categories": ["nim"],
             },
             "scope": "Namespaced",
@@ -153,23 +186,12 @@ def crd() -> Schema:
                     "name": names.VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {
-                        "status": {},
-                        "scale": {
-                            "specReplicasPath": ".spec.replicas",
-                            "statusReplicasPath": ".status.replicas",
-                            "labelSelectorPath": ".status.selector",
-                        },
-                    },
-                    "additionalPrinterColumns": printer_columns(),
+                    "subresources": subresources,
+                    "additionalPrinterColumns": columns,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": (
-                                "NimService runs an NVIDIA NIM inference microservice: a GPU "
-                                "Deployment and a Service, health-probed for the model it must "
-                                "serve, rolled out safely with automatic rollback."
-                            ),
+                            "description": description,
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {"type": "string"},
@@ -186,27 +208,94 @@ def crd() -> Schema:
     }
 
 
+def crd() -> Schema:
+    """The NimService CRD."""
+    return _definition(
+        kind=names.KIND,
+        plural=names.PLURAL,
+        singular=names.SINGULAR,
+        short_names=names.SHORT_NAMES,
+        spec_model=models.NimServiceSpec,
+        status_model=models.NimServiceStatus,
+        description=(
+            "NimService runs an NVIDIA NIM inference microservice: a GPU Deployment and a "
+            "Service, health-probed for the model it must serve, rolled out safely with "
+            "automatic rollback."
+        ),
+        columns=printer_columns(),
+        subresources={
+            "status": {},
+            "scale": {
+                "specReplicasPath": ".spec.replicas",
+                "statusReplicasPath": ".status.replicas",
+                "labelSelectorPath": ".status.selector",
+            },
+        },
+    )
+
+
+def nimcache_crd() -> Schema:
+    """The NimCache CRD."""
+    return _definition(
+        kind=cache_models.KIND,
+        plural=cache_models.PLURAL,
+        singular=cache_models.SINGULAR,
+        short_names=cache_models.SHORT_NAMES,
+        spec_model=cache_models.NimCacheSpec,
+        status_model=cache_models.NimCacheStatus,
+        description=(
+            "NimCache downloads an NVIDIA NIM's model profiles once, with the NIM image's own "
+            "download-to-cache, into a PersistentVolumeClaim that NimServices mount instead of "
+            "downloading the model in every replica. Ready only once the download Job reported "
+            "what it cached."
+        ),
+        columns=nimcache_printer_columns(),
+        subresources={"status": {}},
+    )
+
+
+HEADER = "# Generated by `make crds` from the pydantic models in operator/nimop. Do not edit.\n"
+
+
 def render() -> str:
+    """The NimService CRD as written to crds/."""
     header = "# Generated by `make crds` from operator/nimop/models.py. Do not edit.\n"
     return header + yaml.safe_dump(crd(), sort_keys=False, width=100)
 
 
+def render_nimcache() -> str:
+    """The NimCache CRD as written to crds/."""
+    return HEADER + yaml.safe_dump(nimcache_crd(), sort_keys=False, width=100)
+
+
+def documents() -> dict[str, str]:
+    """Every CRD file `make crds` writes, by file name."""
+    return {FILENAME: render(), NIMCACHE_FILENAME: render_nimcache()}
+
+
 def main(argv: list[str]) -> int:
-    text = render()
     if argv == ["print"]:
-        sys.stdout.write(text)
+        sys.stdout.write(render())
+        return 0
+    if argv == ["print-nimcache"]:
+        sys.stdout.write(render_nimcache())
         return 0
     if len(argv) < 2 or argv[0] not in ("write", "check"):
-        print("usage: python -m nimop.crd write|check DIR... | print", file=sys.stderr)
+        print(
+            "usage: python -m nimop.crd write|check DIR... | print | print-nimcache",
+            file=sys.stderr,
+        )
         return 2
+    docs = documents()
     stale = []
     for directory in map(Path, argv[1:]):
-        target = directory / FILENAME
-        if argv[0] == "write":
-            directory.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-        elif not target.is_file() or target.read_text() != text:
-            stale.append(str(target))
+        for filename, text in docs.items():
+            target = directory / filename
+            if argv[0] == "write":
+                directory.mkdir(parents=True, exist_ok=True)
+                target.write_text(text)
+            elif not target.is_file() or target.read_text() != text:
+                stale.append(str(target))
     if stale:
         print(f"CRD out of date (run `make crds`): {', '.join(stale)}", file=sys.stderr)
         return 1

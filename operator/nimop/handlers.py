@@ -12,13 +12,16 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import kopf
 from aiohttp import web
 
 from nimop import names
-from nimop.nimservice import reconcile
+from nimop.nimcache import models as cache_models
+from nimop.nimcache import reconcile as cache_reconcile
+from nimop.nimservice import models, reconcile
 from nimop.runtime import apply, kube, leader, metrics, probe
 from nimop.runtime.cluster import Cluster
 from nimop.runtime.references import References
@@ -32,9 +35,39 @@ log = logging.getLogger(__name__)
 RECURSION_LIMIT = 20_000
 
 
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
 @kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In a pod, the API server named by KUBERNETES_SERVICE_HOST/PORT, else the kubeconfig.
+
+    kopf's own service-account login always dials https://kubernetes.default.svc, which
+    needs cluster DNS and ignores the address the kubelet gives every pod (the one the
+    official client uses), so the operator and its watches could reach different servers.
+    """
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    token = SERVICE_ACCOUNT / "token"
+    # The same choice as kube.load_configuration: an explicit KUBECONFIG wins.
+    if host and not os.environ.get("KUBECONFIG") and token.exists():
+        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        server_host = f"[{host}]" if ":" in host else host
+        ca = SERVICE_ACCOUNT / "ca.crt"
+        namespace = SERVICE_ACCOUNT / "namespace"
+        return kopf.ConnectionInfo(
+            server=f"https://{server_host}:{port}",
+            ca_path=str(ca) if ca.exists() else None,
+            token=token.read_text(encoding="utf-8").strip() or None,
+            default_namespace=(
+                namespace.read_text(encoding="utf-8").strip() or None
+                if namespace.exists()
+                else None
+            ),
+            trust_env=settings.networking.trust_env,
+        )
+    return kopf.login_with_service_account(
+        settings=settings, **kwargs
+    ) or kopf.login_with_kubeconfig(settings=settings, **kwargs)
 
 
 @kopf.on.startup()
@@ -67,12 +100,41 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         ctx.forget(namespace, name)
         metrics.forget(namespace, name)
 
-    async def run(body: dict[str, Any]) -> Outcome:
-        return await reconcile.timed(ctx, body)
+    async def run(obj: models.NimService) -> Outcome:
+        return await reconcile.reconcile(ctx, obj)
 
     memo.ctx = ctx
-    memo.workers = Workers(run, on_forget=forget, active=not config.leader_election)
+    memo.workers = Workers(models.parse, run, on_forget=forget, active=not config.leader_election)
     cluster.on_owner_change(names.LABEL_NIMSERVICE, memo.workers.wake_label)
+
+    def wake_dependents(namespace: str, nim_cache: str) -> None:
+        for name in ctx.dependents.get((namespace, nim_cache), ()):
+            memo.workers.wake(namespace, name)
+
+    cluster.on_nimcache_change(wake_dependents)
+
+    # NimCaches: the same pattern, with their own applier and reference checks (keyed by owner
+    # name, which a NimService and a NimCache may share).
+    cache_ctx = cache_reconcile.Context(
+        api=api,
+        cluster=cluster,
+        applier=apply.Applier(api),
+        references=References(api),
+        settings=config,
+    )
+
+    async def run_cache(obj: cache_models.NimCache) -> Outcome:
+        return await cache_reconcile.reconcile(cache_ctx, obj)
+
+    memo.cache_ctx = cache_ctx
+    memo.cache_workers = Workers(
+        cache_models.parse,
+        run_cache,
+        on_forget=cache_ctx.forget,
+        active=not config.leader_election,
+        kind=cache_models.KIND,
+    )
+    cluster.on_owner_change(names.LABEL_NIMCACHE, memo.cache_workers.wake_label)
     memo.heartbeat = asyncio.create_task(_heartbeat(), name="nimop heartbeat")
     address = config.host_port()
     memo.http = await metrics.serve(*address) if address else None
@@ -87,7 +149,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         )
 
         async def follow(leading: bool) -> None:
-            await (memo.workers.resume() if leading else memo.workers.pause())
+            for workers in (memo.workers, memo.cache_workers):
+                await (workers.resume() if leading else workers.pause())
 
         memo.elector = elector
         memo.election = asyncio.create_task(elector.run(follow), name="nimop leader election")
@@ -109,8 +172,10 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     if memo.elector is not None:
         memo.election.cancel()
         await memo.workers.pause()
+        await memo.cache_workers.pause()
         await memo.elector.release()  # the standby takes over now, not after the Lease expires
     await memo.workers.shutdown()
+    await memo.cache_workers.shutdown()
     await memo.ctx.cluster.stop()
     await memo.ctx.prober.aclose()
     await memo.ctx.api.close()
@@ -126,3 +191,12 @@ async def nimservice_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> N
         await memo.workers.remove(obj["metadata"]["namespace"], obj["metadata"]["name"])
     else:
         memo.workers.update(dict(obj))
+
+
+@kopf.on.event(names.GROUP, names.VERSION, cache_models.PLURAL)
+async def nimcache_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    obj = event["object"]
+    if event["type"] == "DELETED":
+        await memo.cache_workers.remove(obj["metadata"]["namespace"], obj["metadata"]["name"])
+    else:
+        memo.cache_workers.update(dict(obj))

@@ -19,6 +19,8 @@ PLURAL = "nimservices"
 SINGULAR = "nimservice"
 SHORT_NAMES = ["nims"]
 CRD_NAME = f"{PLURAL}.{GROUP}"
+NIMCACHE_KIND = "NimCache"
+NIMCACHE_PLURAL = "nimcaches"
 
 FIELD_MANAGER = "nimop"
 COMPONENT = "nimop"
@@ -94,6 +96,12 @@ def service_name(name: str) -> str:
 
 def cache_claim_name(name: str) -> str:
     return dns_label(name, "cache")
+
+
+def nimcache_claim_name(name: str) -> str:
+    """The claim a NimCache creates: `-nimcache`, so it never collides with the `-cache` claim
+    of a NimService of the same name."""
+    return dns_label(name, "nimcache")
 
 
 def endpoint(name: str, namespace: str, port: int) -> str:

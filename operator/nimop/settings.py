@@ -11,6 +11,31 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
+# Pod annotations that change how the container runtime confines a pod: AppArmor and seccomp
+# profiles (the annotations older kubelets still honour beside securityContext), and runtime
+# configuration that CRI-O and Kata Containers read from pod annotations.
+DENIED_POD_ANNOTATIONS = (
+    "container.apparmor.security.beta.kubernetes.io/*",
+    "seccomp.security.alpha.kubernetes.io/*",
+    "container.seccomp.security.alpha.kubernetes.io/*",
+    "*.security.alpha.kubernetes.io/*",
+    "*.security.beta.kubernetes.io/*",
+    "io.kubernetes.cri-o.*",
+    "io.katacontainers.*",
+)
+
+
+LIST_SETTINGS = frozenset(
+    {
+        "namespaces",
+        "allowed_priority_classes",
+        "allowed_runtime_classes",
+        "allowed_pod_annotations",
+        "denied_pod_annotations",
+    }
+)
+"""Settings read as comma-separated lists; an empty variable is an empty list."""
+
 
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -43,6 +68,25 @@ class Settings(BaseModel):
     """How long a silent leader keeps the Lease before a standby takes over."""
     log_level: str = "INFO"
     log_json: bool = False
+    allow_root: bool = False
+    """Guardrail: let NimServices run their pods as root (securityContext.runAsUser, runAsGroup
+    or fsGroup 0, or runAsNonRoot false). Default: refused (Stalled/PolicyViolation)."""
+    allowed_priority_classes: tuple[str, ...] = ()
+    """Guardrail: the PriorityClasses NimServices may use. Empty: any class but the system-*
+    ones (system-node-critical, system-cluster-critical)."""
+    allowed_runtime_classes: tuple[str, ...] = ()
+    """Guardrail: the RuntimeClasses NimServices may use. Empty: any."""
+    allowed_pod_annotations: tuple[str, ...] = ()
+    """Guardrail: glob patterns of the pod annotation keys NimServices may set. Empty: any key
+    but the denied ones; a key matching a pattern here is allowed even if it is denied."""
+    denied_pod_annotations: tuple[str, ...] = DENIED_POD_ANNOTATIONS
+    """Guardrail: glob patterns of pod annotation keys refused unless allowed; by default the
+    AppArmor, seccomp and container runtime (CRI-O, Kata) keys."""
+    node_autoscaler: Literal["auto", "karpenter", "cluster-autoscaler", "none"] = "auto"
+    """Which node autoscaler may add GPU nodes. auto: Karpenter when its NodePools are visible,
+    the cluster autoscaler once its Events have been seen. cluster-autoscaler (OKE, GKE, AKS
+    node pools): a Pending GPU pod waits for its verdict (TriggeredScaleUp or NotTriggerScaleUp)
+    instead of counting as InsufficientGPU at once. none: only the existing nodes count."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -52,7 +96,7 @@ class Settings(BaseModel):
             value = env.get(f"NIMOP_{name.upper()}")
             if value is None:
                 continue
-            if name == "namespaces":
+            if name in LIST_SETTINGS:
                 raw[name] = tuple(n.strip() for n in value.split(",") if n.strip())
             elif value != "" or name == "http_address":
                 # pydantic parses numbers and booleans strictly enough: a typo is an error,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import NamedTuple
@@ -75,16 +76,21 @@ class SimState:
         self.created = int(time.time())
         self.kv_capacity = KV_CACHE_CONTEXTS * config.context_len
         self.kv_tokens = 0
-        self.metrics = SimMetrics(
-            config.served_model,
-            lambda: self.readiness().ready,
-            max_model_len=config.context_len,
-            max_running=config.max_concurrency,
-            kv_cache_usage=lambda: min(1.0, self.kv_tokens / self.kv_capacity),
-        )
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._started_at: float | None = None
         self._stopped = False
+
+    @functools.cached_property
+    def metrics(self) -> SimMetrics:
+        """Made on first use (the first request or scrape): a lab runs a thousand simulators
+        in one process, most of them only ever probed, and a registry costs ~45 KiB."""
+        return SimMetrics(
+            self.config.served_model,
+            lambda: self.readiness().ready,
+            max_model_len=self.config.context_len,
+            max_running=self.config.max_concurrency,
+            kv_cache_usage=lambda: min(1.0, self.kv_tokens / self.kv_capacity),
+        )
 
     def mark_started(self) -> None:
         self.created = int(time.time())

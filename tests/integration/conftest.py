@@ -63,8 +63,8 @@ def namespace(lab: Cluster) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def crd(lab: Cluster) -> Path:
-    lab.kubectl("apply", "--server-side", "-f", str(CRD))
-    lab.kubectl("wait", "--for=condition=Established", "crd/nimservices.nimop.dev", "--timeout=30s")
+    """Both CRDs, before any operator starts (kopf does not notice a CRD added later)."""
+    lab.install_crds(CRD.parent)
     return CRD
 
 

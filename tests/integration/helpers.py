@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import httpx
 import yaml
 
 from nimlab.cluster import Cluster, free_port
+from nimlab.control import RunnerControl
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
@@ -274,3 +276,47 @@ def gpu_pool(lab: Cluster, pool: str, nodes: int, gpus: int) -> None:
 
 def delete_pool(lab: Cluster, pool: str) -> None:
     lab.kubectl("delete", "nodes", "-l", f"nimlab.dev/pool={pool}", "--wait=false", check=False)
+
+
+@dataclass
+class Sampler:
+    """Samples servingReplicas and sends a chat completion through the Service, every 0.2 s."""
+
+    k: Kubectl
+    name: str
+    url: str
+    serving: list[int] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    requests: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> Sampler:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 10}
+        with httpx.Client(timeout=5, trust_env=False) as client:
+            while not self._stop.wait(0.2):
+                status = self.k.nim(self.name).get("status", {})
+                self.serving.append(int(status.get("servingReplicas", 0)))
+                try:
+                    resp = client.post(f"{self.url}/v1/chat/completions", json=body)
+                    self.requests += 1
+                    if resp.status_code != 200:
+                        self.failures.append(f"HTTP {resp.status_code}: {resp.text[:200]}")
+                except httpx.HTTPError as err:
+                    self.requests += 1
+                    self.failures.append(f"{type(err).__name__}: {err}")
+
+
+def service_url(lab: Cluster, k: Kubectl, name: str) -> str:
+    control = RunnerControl(lab.runner_control)
+    return wait_for(f"service {name} on the lab proxy", lambda: control.service_url(k.ns, name), 30)

@@ -167,7 +167,9 @@ def test_missing_secret_stalls_then_recovers(operator: OperatorProcess, k: Kubec
     k.apply(nimservice("nokey", authSecret="not-there"))
     stalled = k.wait_condition("nokey", "Stalled", "True", "SecretNotFound", timeout=30)
     assert "Secret not-there" in stalled["message"]
-    assert any(e["reason"] == "SecretNotFound" and e["type"] == "Warning" for e in k.events("nokey"))
+    assert any(
+        e["reason"] == "SecretNotFound" and e["type"] == "Warning" for e in k.events("nokey")
+    )
     k("create", "secret", "generic", "not-there", "--from-literal=NGC_API_KEY=x")
     k.wait_condition("nokey", "Ready", "True", timeout=90)
 

@@ -8,20 +8,25 @@ loopback service proxy) and reading the NimService's serving count while the rol
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import pytest
 
 from nimlab.cluster import Cluster
-from nimlab.control import RunnerControl
 
-from .helpers import MODEL, Kubectl, OperatorProcess, delete_pool, gpu_pool, nimservice, wait_for
+from .helpers import (
+    Kubectl,
+    OperatorProcess,
+    Sampler,
+    delete_pool,
+    gpu_pool,
+    nimservice,
+    service_url,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -39,50 +44,6 @@ def pool(lab: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
 def pinned(name: str, pool: str, **kw: Any) -> dict[str, Any]:
     obj = nimservice(name, nodeSelector={"nimlab.dev/pool": pool}, **kw)
     return obj
-
-
-@dataclass
-class Sampler:
-    """Samples servingReplicas and sends a chat completion through the Service, every 0.2 s."""
-
-    k: Kubectl
-    name: str
-    url: str
-    serving: list[int] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    requests: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def __enter__(self) -> Sampler:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        assert self._thread is not None
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 10}
-        with httpx.Client(timeout=5, trust_env=False) as client:
-            while not self._stop.wait(0.2):
-                status = self.k.nim(self.name).get("status", {})
-                self.serving.append(int(status.get("servingReplicas", 0)))
-                try:
-                    resp = client.post(f"{self.url}/v1/chat/completions", json=body)
-                    self.requests += 1
-                    if resp.status_code != 200:
-                        self.failures.append(f"HTTP {resp.status_code}: {resp.text[:200]}")
-                except httpx.HTTPError as err:
-                    self.requests += 1
-                    self.failures.append(f"{type(err).__name__}: {err}")
-
-
-def service_url(lab: Cluster, k: Kubectl, name: str) -> str:
-    control = RunnerControl(lab.runner_control)
-    return wait_for(f"service {name} on the lab proxy", lambda: control.service_url(k.ns, name), 30)
 
 
 def rollout(k: Kubectl, name: str) -> dict[str, Any]:

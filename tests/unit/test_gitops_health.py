@@ -1,4 +1,5 @@
-"""Argo CD (our Lua health check) and Flux (kstatus, no script) read NimService status alike.
+"""Argo CD (our Lua health check) and Flux (kstatus, no script) read NimService and NimCache
+status alike.
 
 Realistic objects come from the operator's own pure status computation (`nimop.status.compute`)
 on synthetic snapshots, so these tests prove the operator's real output maps to the right
@@ -24,11 +25,13 @@ import pytest
 import yaml
 
 from nimop import names
-from nimop.core import children, pods
+from nimop.core import apitypes, children, pods
 from nimop.core.children import DeploymentFacts
 from nimop.core.pods import PodFacts
 from nimop.core.probes import ProbeResult, Verdict
 from nimop.nimservice import models, status, validate
+
+from . import nimcache_cases
 
 Obj = dict[str, Any]
 
@@ -36,7 +39,10 @@ REPO = Path(__file__).resolve().parents[2]
 ARGOCD = REPO / "gitops" / "argocd"
 HEALTH_LUA = ARGOCD / "health.lua"
 UPSTREAM = ARGOCD / "resource_customizations" / "nimop.dev" / "NimService"
+CACHE_UPSTREAM = ARGOCD / "resource_customizations" / "nimop.dev" / "NimCache"
 KEY = "resource.customizations.health.nimop.dev_NimService"
+CACHE_KEY = "resource.customizations.health.nimop.dev_NimCache"
+KEYS = (KEY, CACHE_KEY)
 KSTATUS_BUILD = REPO / "hack" / "kstatus" / "build.sh"
 
 # A cold kstatus build (module download and compile) can take a few minutes on a small machine;
@@ -278,7 +284,7 @@ def computed(
         now=START.replace(minute=minutes),
         **snapshot,
     )
-    return status.to_api(status.compute(snap, models.parse_status(prev)))
+    return status.to_api(status.compute(snap, apitypes.parse_status(models.NimServiceStatus, prev)))
 
 
 def serving_status(generation: int = 1, prev: Obj | None = None, minutes: int = 20) -> Obj:
@@ -819,10 +825,11 @@ def test_copies_match_health_lua() -> None:
     patch = yaml.safe_load((ARGOCD / "argocd-cm-patch.yaml").read_text())
     assert (patch["apiVersion"], patch["kind"]) == ("v1", "ConfigMap")
     assert patch["metadata"] == {"name": "argocd-cm", "namespace": "argocd"}
-    assert patch["data"] == {KEY: script}
+    assert patch["data"] == dict.fromkeys(KEYS, script)
     values = yaml.safe_load((ARGOCD / "argo-cd-values.yaml").read_text())
-    assert values == {"configs": {"cm": {KEY: script}}}
+    assert values == {"configs": {"cm": dict.fromkeys(KEYS, script)}}
     assert (UPSTREAM / "health.lua").read_text() == script
+    assert (CACHE_UPSTREAM / "health.lua").read_text() == script
     check = subprocess.run(
         [sys.executable, str(ARGOCD / "generate.py"), "--check"],
         check=False,
@@ -880,3 +887,71 @@ def test_kstatus_reads_yaml_streams_and_lists(kstatus_bin: Path) -> None:
     ]
     assert len(outputs[0]) == len(files)
     assert outputs[0] == outputs[1] == outputs[2]
+
+
+# -- NimCache ------------------------------------------------------------------------------------
+
+CACHE_STATES = nimcache_cases.operator_states()
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=n) for n, c in CACHE_STATES.items()])
+def test_argo_health_of_nimcache_states(
+    argo: Callable[[Obj], tuple[str, str]], case: nimcache_cases.Case
+) -> None:
+    health, message = argo(case.obj)
+    assert health == case.argo
+    assert case.message in message
+
+
+def test_argo_and_kstatus_agree_on_every_nimcache_state(
+    argo: Callable[[Obj], tuple[str, str]],
+    kstatus: Callable[[list[Obj]], list[tuple[str, str]]],
+) -> None:
+    objects = [c.obj for c in CACHE_STATES.values()]
+    results = dict(zip(CACHE_STATES, kstatus(objects), strict=True))
+    assert {name: r[0] for name, r in results.items()} == {
+        name: c.kstatus for name, c in CACHE_STATES.items()
+    }
+    disagree = {
+        name: (argo(c.obj)[0], results[name][0])
+        for name, c in CACHE_STATES.items()
+        if MEANING[argo(c.obj)[0]] != results[name][0]
+    }
+    assert disagree == {}
+    assert "ConfigMap proxy-ca not found" in results["configmap-not-found"][1]
+
+
+def cache_tests() -> list[Obj]:
+    tests: list[Obj] = yaml.safe_load((CACHE_UPSTREAM / "health_test.yaml").read_text())["tests"]
+    return tests
+
+
+def test_nimcache_argo_layout_covers_every_testdata_file() -> None:
+    referenced = {t["inputPath"] for t in cache_tests()}
+    on_disk = {f"testdata/{p.name}" for p in (CACHE_UPSTREAM / "testdata").iterdir()}
+    assert referenced == on_disk
+    assert {t["healthStatus"]["status"] for t in cache_tests()} == set(MEANING)
+
+
+@pytest.mark.parametrize("test", cache_tests(), ids=lambda t: t["inputPath"])
+def test_nimcache_argo_layout_health_tests(
+    argo: Callable[[Obj], tuple[str, str]], test: Obj
+) -> None:
+    obj = yaml.safe_load((CACHE_UPSTREAM / test["inputPath"]).read_text())
+    assert obj["kind"] == "NimCache"
+    assert argo(obj) == (test["healthStatus"]["status"], test["healthStatus"]["message"])
+
+
+def test_nimcache_testdata_through_kstatus(
+    argo: Callable[[Obj], tuple[str, str]],
+    kstatus: Callable[[list[Obj]], list[tuple[str, str]]],
+) -> None:
+    tests = cache_tests()
+    objects = [yaml.safe_load((CACHE_UPSTREAM / t["inputPath"]).read_text()) for t in tests]
+    differ = {
+        t["inputPath"]: (argo(obj)[0], ks[0])
+        for t, obj, ks in zip(tests, objects, kstatus(objects), strict=True)
+        if MEANING[argo(obj)[0]] != ks[0]
+    }
+    # As for NimService: only an object the operator has not seen yet.
+    assert differ == {"testdata/progressing_nostatus.yaml": ("Progressing", "Current")}

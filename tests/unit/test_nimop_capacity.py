@@ -35,7 +35,11 @@ def place(nodes: list[Obj], running: list[Obj], p: params.Params) -> capacity.Pl
         node_name = pod_["spec"].get("nodeName")
         if node_name and pod_["status"].get("phase") not in ("Succeeded", "Failed"):
             used[node_name] = used.get(node_name, 0) + pods.requested_gpus(pod_)
-    return capacity.placement([capacity.node_facts(n) for n in nodes], used, p.placement)
+    return capacity.placement(
+        [capacity.node_facts(n) for n in nodes],
+        used,
+        capacity.PlacementRequest(p.node_selector, p.affinity, p.tolerations),
+    )
 
 
 def build(**fields: Any) -> params.Params:
@@ -252,8 +256,20 @@ def test_affinity_filters_placement() -> None:
 )
 def test_cordoned_and_not_ready_nodes_are_not_eligible(excluded: Obj) -> None:
     p = build()
-    assert capacity.eligible(capacity.node_facts(node("ok")), p.placement) is True
-    assert capacity.eligible(capacity.node_facts(excluded), p.placement) is False
+    assert (
+        capacity.eligible(
+            capacity.node_facts(node("ok")),
+            capacity.PlacementRequest(p.node_selector, p.affinity, p.tolerations),
+        )
+        is True
+    )
+    assert (
+        capacity.eligible(
+            capacity.node_facts(excluded),
+            capacity.PlacementRequest(p.node_selector, p.affinity, p.tolerations),
+        )
+        is False
+    )
     placement = place([excluded, node("ok", gpus=2)], [], p)
     assert placement.free == {"ok": 2}
     assert placement.max_allocatable == 2

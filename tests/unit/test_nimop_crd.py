@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from nimop import crd, names
+from nimop.core import k8s
 from nimop.nimservice import models
 
 Schema = dict[str, Any]
@@ -104,10 +105,100 @@ def test_only_spec_replicas_has_a_default() -> None:
     assert defaults == {".spec.replicas": 1}
 
 
-def test_affinity_is_preserved_as_given() -> None:
-    affinity = node_at(".spec.affinity")
-    assert affinity["type"] == "object"
-    assert affinity["x-kubernetes-preserve-unknown-fields"] is True
+SPEC_NODES = [(p, n) for p, n in NODES if p.startswith(".spec")]
+INT32_MAX = 2**31 - 1
+
+
+def test_nothing_in_the_spec_preserves_unknown_fields() -> None:
+    """An unknown field anywhere (an affinity nested 1000 levels deep) is pruned or refused."""
+    assert [p for p, n in SPEC_NODES if n.get("x-kubernetes-preserve-unknown-fields")] == []
+
+
+def test_affinity_has_the_structure_of_core_v1() -> None:
+    assert set(node_at(".spec.affinity")["properties"]) == {
+        "nodeAffinity",
+        "podAffinity",
+        "podAntiAffinity",
+    }
+    term = node_at(".spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[]")
+    assert set(term["properties"]) == {
+        "labelSelector",
+        "namespaces",
+        "namespaceSelector",
+        "topologyKey",
+        "matchLabelKeys",
+        "mismatchLabelKeys",
+    }
+    assert term["required"] == ["topologyKey"]
+    operator = node_at(
+        ".spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+        ".nodeSelectorTerms[].matchExpressions[].operator"
+    )
+    assert operator["enum"] == ["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
+    weight = node_at(
+        ".spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[].weight"
+    )
+    assert (weight["minimum"], weight["maximum"]) == (1, 100)
+
+
+def test_every_list_map_and_string_in_the_spec_is_bounded() -> None:
+    """Bounds keep the CEL cost estimate within the API server's budget and bound storage."""
+    unbounded = [
+        p
+        for p, n in SPEC_NODES
+        if (n.get("type") == "array" and "maxItems" not in n)
+        or (n.get("type") == "object" and "additionalProperties" in n and "maxProperties" not in n)
+        or (n.get("type") == "string" and "maxLength" not in n and "enum" not in n)
+    ]
+    assert unbounded == []
+
+
+def test_every_integer_in_the_spec_fits_the_kubernetes_field_it_lands_in() -> None:
+    too_wide = [
+        p
+        for p, n in SPEC_NODES
+        if (n.get("type") == "integer" or n.get("x-kubernetes-int-or-string"))
+        and n.get("maximum", 2**64) > k8s.INT64_MAX
+    ]
+    assert too_wide == []
+    int32_fields = [
+        p
+        for p, n in SPEC_NODES
+        if p.rsplit(".", 1)[-1]
+        in (
+            "initialDelaySeconds",
+            "periodSeconds",
+            "timeoutSeconds",
+            "failureThreshold",
+            "successThreshold",
+            "progressDeadlineSeconds",
+            "port",
+            "weight",
+            "runAsUser",
+            "runAsGroup",
+            "fsGroup",
+            "replicas",
+            "count",
+        )
+    ]
+    assert len(int32_fields) >= 15
+    assert [p for p in int32_fields if node_at(p)["maximum"] > INT32_MAX] == []
+    assert node_at(".spec.tolerations[].tolerationSeconds")["maximum"] == k8s.INT64_MAX
+    assert float(k8s.INT64_MAX) == k8s.INT64_MAX < 2**63, "exact as the API server's float64"
+
+
+def test_startup_budget_cannot_overflow_int32() -> None:
+    startup = node_at(".spec.probes.startup")["properties"]
+    budget = (
+        startup["initialDelaySeconds"]["maximum"]
+        + startup["periodSeconds"]["maximum"] * startup["failureThreshold"]["maximum"]
+        + 600
+    )
+    assert budget < INT32_MAX
+
+
+def test_image_pull_secrets_are_a_set() -> None:
+    assert node_at(".spec.imagePullSecrets")["x-kubernetes-list-type"] == "set"
 
 
 def test_env_is_a_map_list_keyed_by_name() -> None:
@@ -117,8 +208,12 @@ def test_env_is_a_map_list_keyed_by_name() -> None:
     assert "name" in env["items"]["required"]
 
 
-def test_spec_requires_image_model_and_auth_secret() -> None:
-    assert sorted(SPEC["required"]) == ["authSecret", "image", "model"]
+def test_spec_requires_image_and_model_and_auth_secret_without_a_nimcache() -> None:
+    assert sorted(SPEC["required"]) == ["image", "model"]
+    assert any(
+        "authSecret is required unless" in rule["message"]
+        for rule in SPEC["x-kubernetes-validations"]
+    )
     assert "required" not in ROOT["properties"]["status"]
 
 
@@ -197,8 +292,20 @@ def rules(path: str) -> list[str]:
                 "'app.kubernetes.io/instance'",
                 "'app.kubernetes.io/name'",
                 "'app.kubernetes.io/managed-by'",
+                "'app.kubernetes.io/component'",
+                "'pod-template-hash'",
             ],
         ),
+        (".spec", ["self.podAnnotations", "startsWith('nimop.dev/')"]),
+        (".spec", ["self.cache.mountPath", "'/dev/shm'", "'/tmp'", "'/opt/nim/workspace'"]),
+        (".spec.image", ["has(self.tag)", "has(self.digest)"]),
+        (".spec.securityContext", ["self.runAsUser == 0", "self.runAsNonRoot"]),
+        (".spec.tolerations[]", ["self.tolerationSeconds", "'NoExecute'"]),
+        (".spec.podLabels", ["self.all(k", "k.matches("]),
+        (".spec.podAnnotations", ["self.all(k", "k.matches("]),
+        (".spec.nodeSelector", ["self.all(k", "k.matches("]),
+        (".spec.service", ["self.annotations", "startsWith('nimop.dev/')"]),
+        (".spec.resources.requests", ["'cpu'", "'hugepages-'"]),
     ],
     ids=[
         "reserved-env",
@@ -209,6 +316,16 @@ def rules(path: str) -> list[str]:
         "no-gpu-in-resources",
         "surge-only-rolling",
         "reserved-pod-labels",
+        "reserved-pod-annotations",
+        "operator-mounts",
+        "tag-or-digest",
+        "root-needs-run-as-non-root-false",
+        "toleration-seconds",
+        "label-keys",
+        "annotation-keys",
+        "node-selector-keys",
+        "reserved-service-annotations",
+        "resource-names",
     ],
 )
 def test_cel_rule_is_present(path: str, needles: list[str]) -> None:
@@ -240,10 +357,10 @@ def test_cel_rules_guard_optional_fields_with_has(path: str) -> None:
     """CEL fails with "no such key" on an unset field: optional fields need has() first."""
     node = node_at(path)
     always_present = set(node.get("required", [])) | {
-        name for name, sub in node["properties"].items() if "default" in sub
+        name for name, sub in (node.get("properties") or {}).items() if "default" in sub
     }
     for rule in rules(path):
-        for field in set(re.findall(r"\bself\.(\w+)", rule)) - always_present:
+        for field in set(re.findall(r"\bself\.(\w+)\b(?!\()", rule)) - always_present:
             assert f"has(self.{field})" in rule, f"{path}: {rule!r} reads self.{field} unguarded"
 
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from nimop.core import apitypes
 from nimop.nimservice import models
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -171,7 +172,7 @@ def test_repository_with_a_tag_is_rejected(repository: str) -> None:
     "raw",
     [
         {**MINIMAL, "replica": 2},
-        {**MINIMAL, "image": {**MINIMAL["image"], "digest": "sha256:abc"}},
+        {**MINIMAL, "image": {**MINIMAL["image"], "layers": 3}},
         {**MINIMAL, "gpu": {"count": 1, "type": "h100"}},
         {**MINIMAL, "rollout": {"maxSurgePercent": 10}},
         {**MINIMAL, "env": [{"name": "A", "value": "1", "valueFrom2": {}}]},
@@ -272,17 +273,18 @@ CONDITION = {
     ],
 )
 def test_unreadable_status_parses_as_empty(raw: dict[str, Any] | None) -> None:
-    assert models.parse_status(raw) == models.NimServiceStatus()
+    assert apitypes.parse_status(models.NimServiceStatus, raw) == models.NimServiceStatus()
 
 
 def test_status_ignores_unknown_fields() -> None:
-    status = models.parse_status(
+    status = apitypes.parse_status(
+        models.NimServiceStatus,
         {
             "replicas": 2,
             "writtenByAFutureOperator": {"x": 1},
             "conditions": [{**CONDITION, "severity": "Info"}],
             "rollout": {"phase": "Complete", "targetRevision": "abc", "newField": True},
-        }
+        },
     )
     assert status.replicas == 2
     assert status.rollout is not None
@@ -291,13 +293,14 @@ def test_status_ignores_unknown_fields() -> None:
 
 
 def test_status_reads_camel_case() -> None:
-    status = models.parse_status(
+    status = apitypes.parse_status(
+        models.NimServiceStatus,
         {
             "observedGeneration": 3,
             "servingReplicas": 1,
             "replicasSummary": "1/2",
             "servedModels": ["m"],
-        }
+        },
     )
     assert status.observed_generation == 3
     assert status.serving_replicas == 1
@@ -307,7 +310,7 @@ def test_status_reads_camel_case() -> None:
 
 def test_condition_lookup_by_type() -> None:
     stalled = {**CONDITION, "type": "Stalled", "status": "False"}
-    status = models.parse_status({"conditions": [CONDITION, stalled]})
+    status = apitypes.parse_status(models.NimServiceStatus, {"conditions": [CONDITION, stalled]})
     ready = status.condition("Ready")
     assert ready is not None
     assert ready.status == "True"
@@ -316,3 +319,217 @@ def test_condition_lookup_by_type() -> None:
     assert found.status == "False"
     assert status.condition("Progressing") is None
     assert models.NimServiceStatus().condition("Ready") is None
+
+
+# -- bounds, syntax and reserved keys -------------------------------------------------------------
+
+INT32_MAX = 2**31 - 1
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize(
+    ("image", "reference"),
+    [
+        ({"tag": "1.3.3"}, "nvcr.io/x:1.3.3"),
+        ({"digest": DIGEST}, f"nvcr.io/x@{DIGEST}"),
+        ({"tag": "1.3.3", "digest": DIGEST}, f"nvcr.io/x:1.3.3@{DIGEST}"),
+    ],
+)
+def test_images_are_pinned_by_tag_digest_or_both(image: dict[str, str], reference: str) -> None:
+    assert spec(image={"repository": "nvcr.io/x", **image}).image.reference == reference
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        {"repository": "nvcr.io/x"},
+        {"repository": "nvcr.io/x", "digest": "sha256:abc"},
+        {"repository": "nvcr.io/x", "digest": "sha512:" + "a" * 128},
+        {"repository": "nvcr.io/x", "digest": DIGEST.upper()},
+        {"repository": "nvcr.io/x", "digest": DIGEST + "0"},
+    ],
+    ids=["neither", "short", "sha512", "upper", "long"],
+)
+def test_bad_digests_and_no_pin_at_all_are_refused(image: dict[str, str]) -> None:
+    with pytest.raises(ValidationError):
+        spec(image=image)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("probes", "readiness", "timeoutSeconds"), 4294967301),
+        (("probes", "readiness", "timeoutSeconds"), 2147483648),
+        (("probes", "readiness", "periodSeconds"), 2147483647),
+        (("probes", "startup", "failureThreshold"), 10001),
+        (("probes", "startup", "initialDelaySeconds"), -1),
+        (("probes", "startup", "successThreshold"), 2),
+        (("probes", "liveness", "successThreshold"), 2),
+        (("rollout", "progressDeadlineSeconds"), 2147483648),
+        (("securityContext", "runAsUser"), 2147483648),
+        (("securityContext", "fsGroup"), -1),
+        (("service", "port"), 65536),
+        (("replicas",), 2147483647),
+    ],
+)
+def test_integers_beyond_their_kubernetes_field_are_refused(
+    path: tuple[str, ...], value: int
+) -> None:
+    raw: dict[str, Any] = {}
+    node = raw
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    with pytest.raises(ValidationError):
+        spec(**raw)
+
+
+def test_int32_maximum_is_accepted_where_kubernetes_takes_it() -> None:
+    s = spec(
+        rollout={"progressDeadlineSeconds": INT32_MAX},
+        securityContext={"runAsUser": INT32_MAX, "runAsGroup": INT32_MAX, "fsGroup": INT32_MAX},
+    )
+    assert s.rollout.progress_deadline_seconds == INT32_MAX
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"podLabels": {"nimop.dev/revision": "x"}},
+        {"podLabels": {"app.kubernetes.io/component": "x"}},
+        {"podLabels": {"pod-template-hash": "x"}},
+        {"podAnnotations": {"nimop.dev/model": "spoofed"}},
+        {"service": {"annotations": {"nimop.dev/applied-hash": "x"}}},
+    ],
+)
+def test_reserved_labels_and_annotations_are_refused_not_overwritten(
+    fields: dict[str, Any],
+) -> None:
+    with pytest.raises(ValidationError, match="the operator own"):
+        spec(**fields)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"podLabels": {"bad key": "x"}},
+        {"podLabels": {"ok": "bad value"}},
+        {"podAnnotations": {"bad key": "x"}},
+        {"nodeSelector": {"a/b/c": "x"}},
+        {"priorityClassName": "System-Node-Critical"},
+        {"runtimeClassName": "has space"},
+        {"serviceAccountName": "UPPER"},
+        {"cache": {"size": "1Gi", "storageClassName": "Fast_SSD"}},
+        {"env": [{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "spec.containers"}}}]},
+        {"env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "a b"}}}]},
+        {"resources": {"requests": {"gpus": 1}}},
+        {"resources": {"limits": {"cpu": "1" * 65}}},
+        {"imagePullSecrets": ["a"] * 17},
+        {"tolerations": [{"operator": "Exists"}] * 33},
+    ],
+)
+def test_kubernetes_syntax_is_checked(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        spec(**fields)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"env": [{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]},
+        {
+            "env": [
+                {
+                    "name": "A",
+                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}},
+                }
+            ]
+        },
+        {"resources": {"requests": {"hugepages-2Mi": "1Gi", "example.com/fpga": 1}}},
+        {"priorityClassName": "inference.high"},
+    ],
+)
+def test_valid_kubernetes_values_pass(fields: dict[str, Any]) -> None:
+    spec(**fields)
+
+
+@pytest.mark.parametrize(
+    "mount_path",
+    ["/dev/shm", "/tmp", "/opt/nim/workspace", "/", "/a/../b", "/a/./b", "//a", "/a/", "/proc/x"],
+)
+def test_cache_mount_paths_that_would_clash_or_escape_are_refused(mount_path: str) -> None:
+    with pytest.raises(ValidationError, match=r"cache\.mountPath"):
+        spec(cache={"mountPath": mount_path})
+
+
+def test_root_without_run_as_non_root_false_is_a_contradiction() -> None:
+    with pytest.raises(ValidationError, match="runAsNonRoot"):
+        spec(securityContext={"runAsUser": 0})
+    assert spec(securityContext={"runAsUser": 0, "runAsNonRoot": False}).security_context
+
+
+# -- the door never raises -----------------------------------------------------------------------
+
+
+def body(raw_spec: Any, status: Any = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "nimop.dev/v1alpha1",
+        "kind": "NimService",
+        "metadata": {"name": "n", "namespace": "ns", "uid": "u", "generation": 3},
+        "spec": raw_spec,
+        "status": status,
+    }
+
+
+def nested(depth: int) -> dict[str, Any]:
+    root: dict[str, Any] = {}
+    node = root
+    for _ in range(depth):
+        node["nodeAffinity"] = {}
+        node = node["nodeAffinity"]
+    return root
+
+
+@pytest.mark.parametrize(
+    "raw_spec",
+    [
+        None,
+        [],
+        "spec",
+        42,
+        {**MINIMAL, "affinity": nested(1000)},
+        {**MINIMAL, "replicas": 10**400},
+        {**MINIMAL, "podLabels": {"x" * 100_000: "y"}},
+        {**MINIMAL, "env": [{"name": "A", "value": {"nested": [1, 2]}}]},
+        {**MINIMAL, "image": None},
+    ],
+    ids=[
+        "null",
+        "list",
+        "string",
+        "int",
+        "deep",
+        "huge-int",
+        "huge-key",
+        "typed-value",
+        "null-image",
+    ],
+)
+def test_parse_reports_an_unreadable_spec_instead_of_raising(raw_spec: Any) -> None:
+    parsed = models.parse(body(raw_spec))
+    assert parsed.spec is None
+    assert parsed.invalid
+    assert len(parsed.invalid) < 4000
+
+
+def test_parse_survives_a_spec_nested_beyond_the_recursion_limit() -> None:
+    parsed = models.parse(body({**MINIMAL, "affinity": nested(5000)}))
+    assert parsed.spec is None
+    assert parsed.invalid
+
+
+@pytest.mark.parametrize("status", ["x", [], {"conditions": [None, 1]}, {"rollout": "x"}])
+def test_parse_treats_an_unreadable_status_as_empty(status: Any) -> None:
+    parsed = models.parse(body(MINIMAL, status))
+    assert parsed.spec is not None
+    assert parsed.status == models.NimServiceStatus()

@@ -100,7 +100,24 @@ def test_no_gpu_product_leaves_node_selector_as_given() -> None:
 
 def test_affinity_and_class_names_pass_through() -> None:
     affinity: dict[str, Any] = {
-        "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["gpu"]}]}
+                ]
+            }
+        },
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": {"app": "nim"}},
+                    },
+                }
+            ]
+        },
     }
     p = build(
         affinity=affinity,
@@ -373,16 +390,40 @@ def test_built_in_strategies_map_to_deployment_strategies(
 # -- pod metadata ----------------------------------------------------------------------------------
 
 
-def test_pod_annotations_carry_the_model() -> None:
-    p = build(podAnnotations={"team": "ml", names.ANNOTATION_MODEL: "spoofed"})
-    assert p.pod_annotations == {"team": "ml", "nimop.dev/model": "meta/llama-3.1-8b-instruct"}
+def test_pod_annotations_carry_the_model_and_keep_karpenter_away() -> None:
+    p = build(podAnnotations={"team": "ml"})
+    assert p.pod_annotations == {
+        "team": "ml",
+        "nimop.dev/model": "meta/llama-3.1-8b-instruct",
+        "karpenter.sh/do-not-disrupt": "true",
+    }
 
 
-def test_pod_labels_merge_user_labels_with_the_operators_which_win() -> None:
-    p = build(podLabels={"team": "ml", names.LABEL_COMPONENT: "mine"})
+def test_do_not_disrupt_can_be_turned_off() -> None:
+    p = build(nodeAutoscaling={"doNotDisrupt": False})
+    assert "karpenter.sh/do-not-disrupt" not in p.pod_annotations
+
+
+def test_pod_labels_merge_user_labels_with_the_operators() -> None:
+    p = build(podLabels={"team": "ml"})
     revision = {names.LABEL_REVISION: p.revision}
     assert p.pod_labels == {"team": "ml", **names.common_labels("llama"), **revision}
     assert p.pod_labels[names.LABEL_COMPONENT] == "inference"
+
+
+def test_reserved_labels_that_get_past_the_schema_still_lose_to_the_operators() -> None:
+    """The API server refuses them at apply; an object stored before that rule is still safe."""
+    valid = spec()
+    smuggled = valid.model_copy(
+        update={
+            "pod_labels": {names.LABEL_COMPONENT: "mine", names.LABEL_REVISION: "x"},
+            "pod_annotations": {names.ANNOTATION_MODEL: "spoofed"},
+        }
+    )
+    p = params.build(smuggled, REF, params.SURGE)
+    assert p.pod_labels[names.LABEL_COMPONENT] == "inference"
+    assert p.pod_labels[names.LABEL_REVISION] == p.revision
+    assert p.pod_annotations[names.ANNOTATION_MODEL] == "meta/llama-3.1-8b-instruct"
 
 
 def test_security_contexts_are_restricted() -> None:
@@ -396,8 +437,59 @@ def test_security_contexts_are_restricted() -> None:
     }
     assert p.container_security_context == {
         "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
     }
+
+
+def test_read_only_root_filesystem_gets_writable_scratch_dirs() -> None:
+    p = build()
+    assert [v["name"] for v in p.volumes[2:]] == [m["name"] for m in p.volume_mounts[2:]]
+    assert all(v["emptyDir"] == {} for v in p.volumes[2:])
+    assert [m["mountPath"] for m in p.volume_mounts[2:]] == [
+        "/tmp",
+        "/opt/nim/workspace",
+        "/opt/nim/nginx",
+        "/opt/nim/generated_configs",
+        "/opt/nim/.config",
+        "/opt/nim/.triton",
+        "/home/nvs",
+    ]
+    assert set(models.OPERATOR_MOUNTS) == {m["mountPath"] for m in p.volume_mounts[1:]}
+    paths = [m["mountPath"] for m in p.volume_mounts]
+    assert len(paths) == len(set(paths))
+
+
+@pytest.mark.parametrize(
+    ("image", "reference"),
+    [
+        ({"tag": "1.3.3"}, "nvcr.io/nim/x:1.3.3"),
+        ({"digest": "sha256:" + "a" * 64}, "nvcr.io/nim/x@sha256:" + "a" * 64),
+        (
+            {"tag": "1.3.3", "digest": "sha256:" + "b" * 64},
+            "nvcr.io/nim/x:1.3.3@sha256:" + "b" * 64,
+        ),
+    ],
+)
+def test_image_reference_takes_a_tag_a_digest_or_both(
+    image: dict[str, str], reference: str
+) -> None:
+    assert build(image={"repository": "nvcr.io/nim/x", **image}).image == reference
+
+
+def test_pinning_a_digest_changes_the_revision() -> None:
+    tagged = build(image={"repository": "nvcr.io/nim/x", "tag": "1"})
+    pinned = build(
+        image={"repository": "nvcr.io/nim/x", "tag": "1", "digest": "sha256:" + "c" * 64}
+    )
+    assert tagged.revision != pinned.revision
+
+
+def test_a_huge_startup_budget_still_gives_a_valid_progress_deadline() -> None:
+    biggest = {"initialDelaySeconds": 86400, "periodSeconds": 3600, "failureThreshold": 10000}
+    deadline = build(probes={"startup": biggest}).progress_deadline_seconds
+    assert deadline == 86400 + 3600 * 10000 + params.PULL_ALLOWANCE_SECONDS
+    assert deadline <= params.INT32_MAX
 
 
 def test_service_settings_pass_through() -> None:
@@ -412,3 +504,73 @@ def test_service_settings_pass_through() -> None:
 def test_build_is_pure() -> None:
     s = spec(env=[{"name": "A", "value": "1"}], cache={"size": "1Gi"}, replicas=2)
     assert params.build(s, REF, params.SURGE) == params.build(s, REF, params.SURGE)
+
+
+# -- NimCache and proxy -----------------------------------------------------------------------
+
+CACHED = {"cache": {"nimCache": {"name": "llama-cache", "profile": "vllm-bf16-tp1"}}}
+
+
+def test_a_nimcache_is_mounted_read_only_at_the_cache_path() -> None:
+    p = params.build(
+        spec(**CACHED),
+        REF,
+        params.SURGE,
+        cache=params.CacheMount("llama-cache-nimcache", "models"),
+    )
+    volume = next(v for v in p.volumes if v["name"] == "model-cache")
+    mount = next(m for m in p.volume_mounts if m["name"] == "model-cache")
+    assert volume["persistentVolumeClaim"] == {
+        "claimName": "llama-cache-nimcache",
+        "readOnly": True,
+    }
+    assert mount == {
+        "name": "model-cache",
+        "mountPath": "/opt/nim/.cache",
+        "readOnly": True,
+        "subPath": "models",
+    }
+    assert {"name": "NIM_MODEL_PROFILE", "value": "vllm-bf16-tp1"} in p.env
+
+
+def test_without_an_auth_secret_no_ngc_key_reaches_the_pod() -> None:
+    raw = {k: v for k, v in MINIMAL.items() if k != "authSecret"}
+    s = models.NimServiceSpec.model_validate({**raw, **CACHED})
+    p = params.build(s, REF, params.SURGE, cache=params.CacheMount("c"))
+    assert all(e["name"] != "NGC_API_KEY" for e in p.env)
+
+
+def test_an_auth_secret_is_required_without_a_nimcache() -> None:
+    raw = {k: v for k, v in MINIMAL.items() if k != "authSecret"}
+    with pytest.raises(ValueError, match="authSecret is required unless"):
+        models.NimServiceSpec.model_validate(raw)
+
+
+def test_a_nimcache_brings_its_own_volume() -> None:
+    with pytest.raises(ValueError, match=r"cache\.nimCache brings its own volume"):
+        spec(cache={"nimCache": {"name": "c"}, "size": "10Gi"})
+
+
+def test_a_proxy_sets_both_spellings_and_trusts_a_merged_ca_bundle() -> None:
+    proxy = {
+        "httpsProxy": "http://proxy.example.com:3128",
+        "noProxy": ".svc,.cluster.local",
+        "caBundle": {"configMapName": "corp-ca"},
+    }
+    p = build(proxy=proxy)
+    env = {e["name"]: e.get("value") for e in p.env}
+    assert env["HTTPS_PROXY"] == env["https_proxy"] == "http://proxy.example.com:3128"
+    assert env["NO_PROXY"] == env["no_proxy"] == ".svc,.cluster.local"
+    assert "HTTP_PROXY" not in env
+    for variable in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        assert env[variable] == params.CA_MERGED_BUNDLE
+    [init] = p.init_containers
+    assert init["command"][:2] == ["/bin/sh", "-ec"]
+    assert init["args"] == [params.CA_MERGED_BUNDLE]
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+    configmap = next(v for v in p.volumes if "configMap" in v)
+    assert configmap["configMap"]["name"] == "corp-ca"
+
+
+def test_no_proxy_no_init_container() -> None:
+    assert build().init_containers == []

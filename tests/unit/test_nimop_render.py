@@ -127,11 +127,13 @@ EXAMPLES_BY_GOLDEN = dict(example_nimservices())
 def render_example(doc: Obj) -> str:
     spec = models.NimServiceSpec.model_validate(doc["spec"])
     meta = {"namespace": "default", "uid": UID, **doc["metadata"]}
+    nim_cache = spec.cache.nim_cache if spec.cache else None
     p = params.build(
         spec,
         object_ref({**doc, "metadata": meta}),
         params.SURGE,
         template_fingerprint=render.fingerprint(MANIFESTS, params.RESOURCE),
+        cache=params.CacheMount(names.nimcache_claim_name(nim_cache.name)) if nim_cache else None,
     )
     objects = rendered(p)
     return yaml.safe_dump_all(objects, sort_keys=False)
@@ -274,7 +276,9 @@ def fit(value: str, limit: int) -> str:
 
 
 def hostile_spec(h: str) -> Obj:
-    """A spec with `h` (or as much of it as the field allows) in every free-form string field."""
+    """A spec with `h` (or as much of it as the field allows) in every free-form string field.
+    Keys, names and label values have Kubernetes syntax checked by the schema, so they hold no
+    hostile text; they get fixed values here."""
     return {
         **MINIMAL,
         "authSecretKey": fit(h, 253),
@@ -283,16 +287,16 @@ def hostile_spec(h: str) -> Obj:
             {"name": "HOSTILE", "value": h[:32768]},
             {
                 "name": "FROM_CONFIG",
-                "valueFrom": {"configMapKeyRef": {"name": "cm", "key": fit(h, 253)}},
+                "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "key"}},
             },
-            {"name": "FROM_FIELD", "valueFrom": {"fieldRef": {"fieldPath": fit(h, 256)}}},
+            {"name": "FROM_FIELD", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         ],
-        "podAnnotations": {h: h, "hostile": h},
-        "podLabels": {h: h, "hostile": h},
-        "nodeSelector": {h: h},
-        "service": {"annotations": {h: h, "hostile": h}},
+        "podAnnotations": {"hostile": h[:4096]},
+        "podLabels": {"hostile": "value"},
+        "nodeSelector": {"pool": "gpu"},
+        "service": {"annotations": {"hostile": h[:4096]}},
         "tolerations": [
-            {"key": fit(h, 316), "operator": "Equal", "value": h[:63], "effect": "NoSchedule"}
+            {"key": "hostile", "operator": "Equal", "value": "value", "effect": "NoSchedule"}
         ],
         "affinity": {
             "nodeAffinity": {
@@ -300,17 +304,21 @@ def hostile_spec(h: str) -> Obj:
                     {
                         "weight": 1,
                         "preference": {
-                            "matchExpressions": [{"key": h, "operator": "In", "values": [h]}]
+                            "matchExpressions": [{"key": "k", "operator": "In", "values": ["v"]}]
                         },
                     }
                 ]
             }
         },
-        "priorityClassName": fit(h, 253),
-        "runtimeClassName": fit(h, 253),
-        "cache": {"size": "1Gi", "storageClassName": fit(h, 253), "mountPath": ("/" + h)[:1024]},
-        "probes": {"readiness": {"path": ("/" + h)[:1024]}},
+        "priorityClassName": "high",
+        "runtimeClassName": "nvidia",
+        "cache": {"size": "1Gi", "storageClassName": "fast", "mountPath": hostile_path(h)},
+        "probes": {"readiness": {"path": "/ready"}},
     }
+
+
+def hostile_path(h: str) -> str:
+    return ("/m/" + fit(h, 1020))[:1024]
 
 
 # Maps whose keys the user chooses: compared exactly, not by shape.
@@ -388,24 +396,19 @@ def test_hostile_strings_land_verbatim_where_they_belong(h: str) -> None:
     pod, nim = template["spec"], template["spec"]["containers"][0]
 
     assert nim["env"][0]["valueFrom"]["secretKeyRef"] == {"name": "ngc-api", "key": fit(h, 253)}
-    assert nim["env"][1] == {"name": "NIM_CACHE_PATH", "value": ("/" + h)[:1024]}
+    assert nim["env"][1] == {"name": "NIM_CACHE_PATH", "value": hostile_path(h)}
     assert nim["env"][3:] == hostile_spec(h)["env"]
-    assert template["metadata"]["annotations"] == {
-        h: h,
-        "hostile": h,
-        "nimop.dev/model": MINIMAL["model"],
-    }
+    annotations = template["metadata"]["annotations"]
+    assert annotations["hostile"] == h[:4096]
+    assert annotations["nimop.dev/model"] == MINIMAL["model"]
     labels = dict(template["metadata"]["labels"])
     labels.pop(names.LABEL_REVISION)
-    assert labels == {h: h, "hostile": h, **names.common_labels("llama")}
-    assert pod["nodeSelector"] == {h: h}
-    assert without_hash(service["metadata"]["annotations"]) == {h: h, "hostile": h}
+    assert labels == {"hostile": "value", **names.common_labels("llama")}
+    assert pod["nodeSelector"] == {"pool": "gpu"}
+    assert without_hash(service["metadata"]["annotations"]) == {"hostile": h[:4096]}
     assert pod["tolerations"] == hostile_spec(h)["tolerations"]
     assert pod["affinity"] == hostile_spec(h)["affinity"]
-    assert pod["priorityClassName"] == pod["runtimeClassName"] == fit(h, 253)
-    assert objects["PersistentVolumeClaim"]["spec"]["storageClassName"] == fit(h, 253)
-    assert {"name": "model-cache", "mountPath": ("/" + h)[:1024]} in nim["volumeMounts"]
-    assert nim["readinessProbe"]["httpGet"]["path"] == ("/" + h)[:1024]
+    assert {"name": "model-cache", "mountPath": hostile_path(h)} in nim["volumeMounts"]
 
 
 @pytest.mark.parametrize("token", HOSTILE_TOKENS)
@@ -414,7 +417,10 @@ def test_hostile_model_id_lands_verbatim_in_the_model_annotations(token: str) ->
     assert shapes(objects) == shapes(render_minimal())
     deployment = deployment_of(objects)
     assert without_hash(deployment["metadata"]["annotations"]) == {"nimop.dev/model": token}
-    assert deployment["spec"]["template"]["metadata"]["annotations"] == {"nimop.dev/model": token}
+    assert deployment["spec"]["template"]["metadata"]["annotations"] == {
+        "nimop.dev/model": token,
+        "karpenter.sh/do-not-disrupt": "true",
+    }
 
 
 @pytest.mark.parametrize("token", [t for t in HOSTILE_TOKENS if ":" not in t])

@@ -118,6 +118,21 @@ class TestStart:
         warning = next(e for e in d.events if e.reason == "NoSpareGPU")
         assert "2 of 3 replicas keep serving" in warning.message
 
+    def test_full_cluster_surges_onto_a_node_the_autoscaler_adds(self) -> None:
+        prev = progressing("old").model_copy(update={"phase": "Complete"})
+        d = rollout.decide(
+            inputs(prev=prev, surge_fits=False, surge_pool="gpu", desired_replicas=1)
+        )
+        assert d.strategy == params.SURGE_ON_NEW_NODE
+        assert d.strategy.deployment_strategy() == params.SURGE.deployment_strategy()
+        assert d.status.strategy == "SurgeOnNewNode"
+        assert "NodePool gpu" in d.events[0].message
+        assert not any(e.reason == "NoSpareGPU" for e in d.events)
+
+    def test_a_surge_onto_a_new_node_stays_the_strategy(self) -> None:
+        prev = progressing().model_copy(update={"strategy": "SurgeOnNewNode"})
+        assert rollout.decide(inputs(prev=prev)).strategy == params.SURGE_ON_NEW_NODE
+
     def test_user_strategy_is_used_as_given(self) -> None:
         prev = progressing("old").model_copy(update={"phase": "Complete"})
         d = rollout.decide(inputs(prev=prev, surge_fits=False, requested=params.RECREATE))
@@ -197,6 +212,28 @@ class TestFailure:
         assert d.status.phase == "Progressing"
         d = rollout.decide(inputs(prev=progressing(), health=health(waiting, can_fit=False)))
         assert d.status.failure_reason == "InsufficientGPU"
+
+    def test_a_pod_waiting_for_a_new_node_is_no_failure(self) -> None:
+        waiting = pod(
+            "a", "new", running=False, unschedulable="0/3 nodes: Insufficient nvidia.com/gpu"
+        )
+        h = rollout.revision_health(
+            [waiting], {}, gpus_can_fit=False, waiting_for_node={"a": "NodeClaim x is launching"}
+        )
+        d = rollout.decide(inputs(prev=progressing(), health=h))
+        assert d.status.phase == "Progressing"
+
+    def test_a_failed_first_deployment_that_recovers_completes(self) -> None:
+        """A Secret or node appeared and the same revision now serves: no edit needed."""
+        failed = progressing(last_good=None).model_copy(
+            update={"phase": "Failed", "failure_reason": "InsufficientGPU"}
+        )
+        h = health(pod("a", "new"), probes=serving("a"))
+        d = rollout.decide(
+            inputs(prev=failed, live_revision="new", health=h, deployment_settled=True)
+        )
+        assert d.status.phase == "Complete"
+        assert d.status.last_good_revision == "new"
 
     def test_deadline_rolls_back(self) -> None:
         prev = progressing(started=NOW - timedelta(seconds=601))

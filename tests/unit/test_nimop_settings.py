@@ -159,3 +159,13 @@ def test_lease_namespace_falls_back_to_the_pod(monkeypatch: pytest.MonkeyPatch) 
     assert Settings(lease_namespace="ops").resolved_lease_namespace() == "ops"
     monkeypatch.setenv("POD_NAMESPACE", "nimop-system")
     assert Settings().resolved_lease_namespace() == "nimop-system"
+
+
+@pytest.mark.parametrize("mode", ["auto", "karpenter", "cluster-autoscaler", "none"])
+def test_node_autoscaler_modes(mode: str) -> None:
+    assert Settings.from_env({"NIMOP_NODE_AUTOSCALER": mode}).node_autoscaler == mode
+
+
+def test_an_unknown_node_autoscaler_is_refused() -> None:
+    with pytest.raises(ValueError, match="node_autoscaler"):
+        Settings.from_env({"NIMOP_NODE_AUTOSCALER": "cluster-autoscalar"})

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from nimop.core import children, pods
+from nimop.core import children, conditions, pods
 from nimop.core.children import DeploymentFacts
 from nimop.core.probes import ProbeResult
 from nimop.nimservice import models, status
@@ -257,3 +257,163 @@ def test_an_invalid_spec_still_reports_what_serves() -> None:
     available = new.condition("Available")
     assert available is not None
     assert available.status == "True"
+
+
+# -- cold starts ------------------------------------------------------------------------------
+
+
+def starting(name: str, started: datetime, **kw: Any) -> pods.PodFacts:
+    return pod(name, ready=False, started_at=conditions.timestamp(started), **kw)
+
+
+def test_a_replica_that_has_not_answered_yet_is_downloading_not_unreachable() -> None:
+    s = snapshot(
+        facts=[pod("a"), starting("b", NOW - timedelta(minutes=12))],
+        probes={
+            "a": ProbeResult("a", "Serving", (SPEC.model,)),
+            "b": ProbeResult("b", "Refused", detail="ConnectError", answered=False),
+        },
+        startup_budget=1800,
+    )
+    c = conds(s)
+    assert c["ModelReady"] == ("False", "Downloading")
+    assert c["Reconciling"] == ("True", "Downloading")
+    assert c["Stalled"][0] == "False"
+
+
+def test_a_cold_start_posts_normal_events_only() -> None:
+    s = snapshot(
+        facts=[starting("a", NOW - timedelta(minutes=1)), starting("b", NOW)],
+        probes={
+            "a": ProbeResult("a", "Refused", answered=False),
+            "b": ProbeResult("b", "Loading"),
+        },
+        startup_budget=1800,
+    )
+    new = status.compute(s, models.NimServiceStatus())
+    assert all(e.type == "Normal" for e in status.transitions(models.NimServiceStatus(), new))
+
+
+def test_silence_past_the_startup_budget_is_unreachable() -> None:
+    s = snapshot(
+        facts=[pod("a"), starting("b", NOW - timedelta(minutes=31))],
+        probes={
+            "a": ProbeResult("a", "Serving", (SPEC.model,)),
+            "b": ProbeResult("b", "Refused", answered=False),
+        },
+        startup_budget=1800,
+    )
+    condition = {c.type: c for c in status.conditions_of(s)}["ModelReady"]
+    assert (condition.status, condition.reason) == ("False", "Unreachable")
+    assert "past its startup budget" in condition.message
+
+
+def test_a_replica_that_served_before_and_went_silent_is_unreachable() -> None:
+    s = snapshot(
+        facts=[pod("a"), starting("b", NOW, gate="True")],
+        probes={
+            "a": ProbeResult("a", "Serving", (SPEC.model,)),
+            "b": ProbeResult("b", "Refused", answered=False),
+        },
+        startup_budget=1800,
+    )
+    new = status.compute(s, models.NimServiceStatus())
+    condition = new.condition("ModelReady")
+    assert condition is not None
+    assert condition.reason == "Unreachable"
+    assert "answered before" in condition.message
+    assert ("Warning", "Unreachable") in [
+        (e.type, e.reason) for e in status.transitions(models.NimServiceStatus(), new)
+    ]
+
+
+# -- node autoscaling -------------------------------------------------------------------------
+
+
+def test_a_pod_waiting_for_a_new_node_is_reconciling_not_stalled() -> None:
+    pending = pod(
+        "b",
+        running=False,
+        unschedulable="0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+        unschedulable_since="2026-11-25T11:59:00Z",
+    )
+    s = snapshot(
+        facts=[pod("a"), pending],
+        probes={"a": ProbeResult("a", "Serving", (SPEC.model,))},
+        waiting_for_node={"b": "NodeClaim gpu-x7k2p of NodePool gpu is launching"},
+    )
+    c = {x.type: x for x in status.conditions_of(s)}
+    assert (c["Ready"].status, c["Ready"].reason) == ("False", "WaitingForNode")
+    assert c["Reconciling"].status == "True"
+    assert c["Stalled"].status == "False"
+    assert "NodeClaim gpu-x7k2p" in c["ModelReady"].message
+    assert "2026-11-25T11:59:00Z" in c["ModelReady"].message
+
+
+def test_a_pod_no_autoscaler_will_serve_stays_pending() -> None:
+    pending = pod("b", running=False, unschedulable="0/3 nodes are available")
+    s = snapshot(
+        facts=[pod("a"), pending], probes={"a": ProbeResult("a", "Serving", (SPEC.model,))}
+    )
+    assert conds(s)["ModelReady"] == ("False", "Pending")
+
+
+def test_a_surge_onto_a_new_node_is_zero_downtime() -> None:
+    surge = complete().model_copy(update={"strategy": "SurgeOnNewNode"})
+    c = {x.type: x for x in status.conditions_of(snapshot(rollout=surge, desired_replicas=1))}
+    assert (c["ZeroDowntimeRollout"].status, c["ZeroDowntimeRollout"].reason) == (
+        "True",
+        "SurgeOnNewNode",
+    )
+
+
+# -- failures only the cluster reports --------------------------------------------------------
+
+
+def test_a_secret_the_pods_wait_for_is_reported_missing() -> None:
+    waiting = pod(
+        "a",
+        running=False,
+        waiting_reason="CreateContainerConfigError",
+        waiting_message='secret "ngc-api" not found',
+    )
+    s = snapshot(facts=[waiting], probes={}, desired_replicas=1)
+    stalled = {c.type: c for c in status.conditions_of(s)}["Stalled"]
+    assert (stalled.status, stalled.reason) == ("True", "SecretNotFound")
+    assert "Secret ngc-api" in stalled.message
+
+
+def test_replica_set_creation_failures_stall_with_their_message() -> None:
+    failing = children.deployment(
+        {
+            "metadata": {"generation": 1},
+            "spec": {"replicas": 1},
+            "status": {
+                "conditions": [
+                    {
+                        "type": "ReplicaFailure",
+                        "status": "True",
+                        "reason": "FailedCreate",
+                        "message": 'pods "llama-x" is forbidden: exceeded quota: gpu',
+                    }
+                ]
+            },
+        }
+    )
+    s = snapshot(deployment=failing, facts=[], probes={}, desired_replicas=1)
+    stalled = {c.type: c for c in status.conditions_of(s)}["Stalled"]
+    assert (stalled.status, stalled.reason) == ("True", "FailedCreate")
+    assert "exceeded quota" in stalled.message
+
+
+def test_an_invalid_edit_says_the_previous_revision_keeps_serving() -> None:
+    stalled = {c.type: c for c in status.conditions_of(snapshot(invalid="spec.x: bad"))}["Stalled"]
+    assert "revision r1 keeps serving 2 replica(s), unchanged" in stalled.message
+
+
+def test_waiting_for_a_nimcache_is_reconciling() -> None:
+    s = snapshot(deployment=None, facts=[], probes={}, waiting_for_cache="waiting for NimCache c")
+    c = conds(s)
+    assert c["Ready"] == ("False", "CacheNotReady")
+    assert c["Reconciling"][0] == "True"
+    assert c["Stalled"][0] == "False"

@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -30,9 +31,10 @@ def env(tmp_path: Path, tag: str = "1.0", **extra: str) -> dict[str, str]:
     }
 
 
-async def until(condition: object, seconds: float = 10.0) -> None:
+async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Wait for what the simulator reaches on its own, polling (bounded, not timed)."""
     async with asyncio.timeout(seconds):
-        while not callable(condition) or not condition():
+        while not condition():  # noqa: ASYNC110 - the simulator has no event for each state
             await asyncio.sleep(0.01)
 
 

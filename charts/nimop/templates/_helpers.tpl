@@ -59,56 +59,63 @@ The Lease the replicas elect a leader on (NIMOP_LEASE_NAME), in the release name
 What the operator does in every namespace it manages. One list, used by the ClusterRole
 (cluster-wide mode) and by each namespace's Role (namespace-scoped mode), and kept identical in
 content to deploy/kustomize/base/rbac.yaml (tests/integration/test_install.py compares them).
-docs/install.md explains every rule.
+docs/install.md explains every rule. No rule names Secrets: the operator never reads them.
 */}}
 {{- define "nimop.rules" -}}
-# The watch (kopf), and reads of the object being reconciled.
+# Its own resources: watched (list, watch; get for single reads).
 - apiGroups: ["nimop.dev"]
-  resources: ["nimservices"]
+  resources: ["nimservices", "nimcaches"]
   verbs: ["get", "list", "watch"]
 # One merge patch per pass that changed status; the operator never writes spec or metadata.
 - apiGroups: ["nimop.dev"]
-  resources: ["nimservices/status"]
+  resources: ["nimservices/status", "nimcaches/status"]
   verbs: ["patch"]
 # Children carry ownerReferences with blockOwnerDeletion, which the
 # OwnerReferencesPermissionEnforcement admission plugin allows only to who may update this.
 - apiGroups: ["nimop.dev"]
-  resources: ["nimservices/finalizers"]
+  resources: ["nimservices/finalizers", "nimcaches/finalizers"]
   verbs: ["update"]
-# Server-side apply of the rendered children: a PATCH, authorized as create when the object
-# does not exist yet. No update: apply never PUTs.
+# Children: watched by the managed-by label (list, watch) and server-side applied (a PATCH,
+# authorized as create when the object does not exist yet). No get, no update: the caches
+# answer reads, and apply never PUTs.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "create", "patch"]
-# Rendered only sometimes: owned ones the spec no longer asks for are listed and deleted.
+  verbs: ["list", "watch", "create", "patch"]
+# Rendered only sometimes: owned ones the spec no longer asks for are deleted (prune). A NimCache
+# Job is replaced when its spec changes. get: a metadata-only check that a claim the spec names
+# (spec.cache.existingClaim) exists.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["get", "list", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "create", "patch", "delete"]
-# Rollback: the pod template of the last good revision lives in its ReplicaSet.
+  verbs: ["list", "watch", "create", "patch", "delete"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+# Rollout state; get: a rollback reads the pod template of one old ReplicaSet.
 - apiGroups: ["apps"]
   resources: ["replicasets"]
-  verbs: ["list"]
+  verbs: ["get", "list", "watch"]
 # The replicas to probe, and their readiness gate condition.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 - apiGroups: [""]
   resources: ["pods/status"]
   verbs: ["patch"]
-# Referenced Secrets and ConfigMaps must exist: metadata-only GETs, never their data.
+# Referenced ConfigMaps must exist: metadata-only GETs, never their data.
 - apiGroups: [""]
-  resources: ["secrets", "configmaps"]
+  resources: ["configmaps"]
   verbs: ["get"]
-# Transition Events on NimServices.
+# create: transition Events on NimServices and NimCaches. list, watch: why pods wait (the
+# ReplicaSet's FailedCreate, the cluster autoscaler's and Karpenter's pod Events).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list", "watch"]
 {{- if eq .Values.probe.mode "proxy" }}
 # probe.mode=proxy: NIM probes go through the API server's pod proxy.
 - apiGroups: [""]
@@ -122,12 +129,19 @@ docs/install.md explains every rule.
 {{- end }}
 
 {{/*
-Cluster-wide reads for GPU-aware rollouts (is there a free GPU for a surge replica?).
+Cluster-wide reads for GPU placement and node autoscaling (rbac.clusterCapacityAccess): is there
+a free GPU for a surge replica, can any node ever fit a pod, is Karpenter launching one. Read
+only; without it the operator always surges and leaves placement to the scheduler.
 */}}
 {{- define "nimop.capacityRules" -}}
+# Nodes, and the GPU requests of the pods bound to them.
 - apiGroups: [""]
   resources: ["nodes", "pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
+# Karpenter's NodePools (limits, what they can launch) and NodeClaims (nodes being launched).
+- apiGroups: ["karpenter.sh"]
+  resources: ["nodepools", "nodeclaims"]
+  verbs: ["list", "watch"]
 {{- end }}
 
 {{/*

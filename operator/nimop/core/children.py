@@ -178,3 +178,144 @@ def replica_set(obj: Obj) -> ReplicaSetFacts:
         replicas=int((obj.get("spec") or {}).get("replicas", 0) or 0),
         conditions=_conditions(obj),
     )
+
+
+# -- NimCache children and the NimCache view --------------------------------------------------
+
+LABEL_JOB_HASH = f"{names.GROUP}/job-hash"
+ANNOTATION_GENERATION = f"{names.GROUP}/generation"
+
+
+@dataclass(frozen=True)
+class ClaimFacts(ChildFacts):
+    phase: str = "Pending"
+    """Pending until a volume is bound, then Bound (Lost when the volume went away)."""
+    storage_class: str | None = None
+
+
+@dataclass(frozen=True)
+class JobFacts(ChildFacts):
+    active: int = 0
+    ready: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    """Pods that failed: the attempts the Job has used up."""
+    backoff_limit: int = 6
+    """spec.backoffLimit (the API server defaults it to 6)."""
+    created_generation: int | None = None
+    """The owner's generation the Job was created for (annotation nimop.dev/generation)."""
+    conditions: tuple[CondFacts, ...] = ()
+
+    def condition(self, type_: str) -> CondFacts | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    @property
+    def complete(self) -> bool:
+        cond = self.condition("Complete")
+        return cond is not None and cond.status == "True"
+
+    @property
+    def failed_condition(self) -> CondFacts | None:
+        """The Job's Failed=True condition (BackoffLimitExceeded, DeadlineExceeded, ...)."""
+        cond = self.condition("Failed")
+        return cond if cond is not None and cond.status == "True" else None
+
+    @property
+    def attempts(self) -> int:
+        return self.active + self.succeeded + self.failed
+
+
+def claim(obj: Obj) -> ClaimFacts:
+    return ClaimFacts(
+        **_base(obj, "v1", "PersistentVolumeClaim"),
+        phase=str((obj.get("status") or {}).get("phase") or "Pending"),
+        storage_class=(obj.get("spec") or {}).get("storageClassName"),
+    )
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def job(obj: Obj) -> JobFacts:
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    generation = annotations.get(ANNOTATION_GENERATION)
+    return JobFacts(
+        **_base(obj, "batch/v1", "Job"),
+        active=_int(status.get("active")),
+        ready=_int(status.get("ready")),
+        succeeded=_int(status.get("succeeded")),
+        failed=_int(status.get("failed")),
+        backoff_limit=_int(spec.get("backoffLimit"), 6),
+        created_generation=_int(generation) if generation is not None else None,
+        conditions=_conditions(obj),
+    )
+
+
+@dataclass(frozen=True)
+class NimCacheFacts:
+    """A NimCache as its consumers (NimServices) read it: what it offers and whether it is usable
+    for the generation it has now, from its status alone."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    observed_generation: int
+    ready: bool
+    """Ready=True in the status (for observed_generation)."""
+    reason: str
+    """The Ready condition's reason (Cached, Downloading, Retrying, ...)."""
+    message: str
+    stalled_reason: str | None
+    """Set while Stalled=True: AuthenticationFailed, DiskFull, NetworkError, JobFailed, ..."""
+    stalled_message: str
+    phase: str
+    pvc: str
+    sub_path: str
+    profiles: tuple[str, ...]
+
+    @property
+    def current(self) -> bool:
+        """The status describes the NimCache's latest spec."""
+        return self.observed_generation >= self.generation > 0
+
+    @property
+    def usable(self) -> bool:
+        """Mount it: Ready for the current spec, with a claim to mount."""
+        return self.ready and self.current and bool(self.pvc)
+
+
+def nimcache(obj: Obj) -> NimCacheFacts:
+    meta = obj.get("metadata") or {}
+    status = obj.get("status") or {}
+    if not isinstance(status, dict):
+        status = {}
+    listed = status.get("conditions")
+    entries = [c for c in listed if isinstance(c, dict)] if isinstance(listed, list) else []
+    found = {c.type: c for c in reversed(_conditions({"status": {"conditions": entries}}))}
+    ready = found.get("Ready")
+    stalled = found.get("Stalled")
+    stalled_now = stalled is not None and stalled.status == "True"
+    profiles = status.get("profiles") or []
+    return NimCacheFacts(
+        namespace=str(meta.get("namespace", "")),
+        name=str(meta.get("name", "")),
+        uid=str(meta.get("uid", "")),
+        generation=_int(meta.get("generation"), 0),
+        observed_generation=_int(status.get("observedGeneration"), 0),
+        ready=ready is not None and ready.status == "True",
+        reason=ready.reason if ready is not None else "",
+        message=ready.message if ready is not None else "",
+        stalled_reason=stalled.reason if stalled is not None and stalled_now else None,
+        stalled_message=stalled.message if stalled is not None and stalled_now else "",
+        phase=str(status.get("phase") or ""),
+        pvc=str(status.get("pvc") or ""),
+        sub_path=str(status.get("subPath") or ""),
+        profiles=tuple(str(p) for p in profiles if isinstance(p, str)),
+    )

@@ -72,6 +72,16 @@ class PodFacts:
     """nvidia.com/gpu the pod requests."""
     controller_uid: str | None = None
     """UID of the pod's controller (its ReplicaSet or Job)."""
+    exit_code: int | None = None
+    """Exit code of the container's latest termination (the current state's, else lastState's),
+    None when it never terminated."""
+    termination_reason: str | None = None
+    """Completed, Error, OOMKilled, ... of that termination."""
+    termination_message: str = ""
+    """Its termination message: what the container wrote to terminationMessagePath, or with
+    FallbackToLogsOnError the tail of its log after a failure."""
+    finished_at: str | None = None
+    """When that termination happened (RFC 3339)."""
 
     @property
     def answered_before(self) -> bool:
@@ -158,6 +168,8 @@ def facts(pod: Obj) -> PodFacts:
         since = scheduled.get("lastTransitionTime")
     ready = condition(pod, "Ready")
     gate = condition(pod, names.READINESS_GATE)
+    terminated = state.get("terminated") or (container.get("lastState") or {}).get("terminated")
+    terminated = terminated if isinstance(terminated, dict) else {}
     restarts = int(container.get("restartCount", 0) or 0)
     controller = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
     return PodFacts(
@@ -188,7 +200,20 @@ def facts(pod: Obj) -> PodFacts:
         created=meta.get("creationTimestamp"),
         gpus=requested_gpus(pod),
         controller_uid=controller.get("uid") if controller else None,
+        exit_code=_exit_code(terminated),
+        termination_reason=terminated.get("reason"),
+        termination_message=str(terminated.get("message") or ""),
+        finished_at=terminated.get("finishedAt"),
     )
+
+
+def _exit_code(terminated: Obj) -> int | None:
+    if "exitCode" not in terminated:
+        return None
+    try:
+        return int(terminated["exitCode"])
+    except (TypeError, ValueError):
+        return None
 
 
 def live(all_facts: list[PodFacts]) -> list[PodFacts]:

@@ -18,7 +18,7 @@ import json
 from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import jinja2
 import yaml
@@ -27,7 +27,8 @@ from nimop import names
 
 Obj = dict[str, Any]
 TEMPLATE_SUFFIX = ".yaml.j2"
-RENDER_CACHE_SIZE = 4096
+OBJECT_CACHE_SIZE = 64
+PLAN_CACHE_SIZE = 8192
 
 _BaseDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -128,27 +129,38 @@ def fingerprint(templates_dir: Path, resource: str) -> str:
     return canonical_hash(sources, length=16)
 
 
-class _Rendered:
-    """Rendered objects by params hash: a pass whose params did not change costs one hash, not
-    a Jinja render and a YAML parse."""
+K = TypeVar("K")
+V = TypeVar("V")
 
+
+class _Lru(Generic[K, V]):
     def __init__(self, size: int) -> None:
         self._size = size
-        self._items: OrderedDict[tuple[str, str, str], tuple[Obj, ...]] = OrderedDict()
+        self._items: OrderedDict[K, V] = OrderedDict()
 
-    def get(self, key: tuple[str, str, str]) -> tuple[Obj, ...] | None:
+    def get(self, key: K) -> V | None:
         found = self._items.get(key)
         if found is not None:
             self._items.move_to_end(key)
         return found
 
-    def put(self, key: tuple[str, str, str], objects: tuple[Obj, ...]) -> None:
-        self._items[key] = objects
+    def put(self, key: K, value: V) -> None:
+        self._items[key] = value
         if len(self._items) > self._size:
             self._items.popitem(last=False)
 
 
-_CACHE = _Rendered(RENDER_CACHE_SIZE)
+CacheKey = tuple[str, str, str]
+PlanItem = tuple[str, str, str, str]
+"""apiVersion, kind, name and content hash of one rendered object."""
+Plan = tuple[PlanItem, ...]
+
+# Rendering is the costliest step of a pass, so its result is remembered by params hash. The
+# objects themselves are kept for a few recent renders only; for every NimService, just what
+# they are and their content hashes (a few hundred bytes), which is all a pass needs to see that
+# nothing has to be applied. Objects are rendered again only when something must be applied.
+_OBJECTS: _Lru[CacheKey, tuple[Obj, ...]] = _Lru(OBJECT_CACHE_SIZE)
+_PLANS: _Lru[CacheKey, Plan] = _Lru(PLAN_CACHE_SIZE)
 
 
 def content_hash(obj: Obj) -> str:
@@ -173,17 +185,21 @@ def stamped(obj: Obj) -> Obj:
     return {**obj, "metadata": meta}
 
 
+def _key(params: Any, resource: str, templates_dir: Path) -> CacheKey:
+    return (str(templates_dir), resource, canonical_hash(dataclasses.asdict(params), length=32))
+
+
 def render(
     params: Any, resource: str, templates_dir: Path | None = None, use_cache: bool = True
 ) -> tuple[Obj, ...]:
     """Every object a resource's templates produce for these params (a dataclass, reached as
     `p` in templates), each stamped with its content hash.
 
-    The result is cached and shared: treat it as read-only (`replace_pod_template` and the
+    The result may be cached and shared: treat it as read-only (`replace_pod_template` and the
     applier copy what they change)."""
     directory = templates_dir or default_templates_dir()
-    key = (str(directory), resource, canonical_hash(dataclasses.asdict(params), length=32))
-    cached = _CACHE.get(key) if use_cache else None
+    key = _key(params, resource, directory)
+    cached = _OBJECTS.get(key) if use_cache else None
     if cached is None:
         env = environment(directory)
         context = {"p": params}
@@ -192,8 +208,29 @@ def render(
             text = env.get_template(template_name).render(context)
             objects.extend(stamped(doc) for doc in yaml.load_all(text, Loader=_Loader) if doc)
         cached = tuple(objects)
-        _CACHE.put(key, cached)
+        _OBJECTS.put(key, cached)
+        _PLANS.put(key, plan_of(cached))
     return cached
+
+
+def plan_of(objects: tuple[Obj, ...] | list[Obj]) -> Plan:
+    return tuple(
+        (
+            str(o["apiVersion"]),
+            str(o["kind"]),
+            str(o["metadata"]["name"]),
+            str(o["metadata"]["annotations"][names.ANNOTATION_APPLIED_HASH]),
+        )
+        for o in objects
+    )
+
+
+def plan(params: Any, resource: str, templates_dir: Path | None = None) -> Plan:
+    """What `render` would produce, as (apiVersion, kind, name, content hash): rendered at most
+    once per params, then remembered."""
+    directory = templates_dir or default_templates_dir()
+    found = _PLANS.get(_key(params, resource, directory))
+    return found if found is not None else plan_of(render(params, resource, directory))
 
 
 def replace_pod_template(deployment: Obj, template: Obj) -> Obj:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from nimop import names
-from nimop.core import render
+from nimop.core import apitypes, render
 from nimop.core.capacity import PlacementRequest
 from nimop.core.meta import ObjectRef
 from nimop.nimservice import models
@@ -33,7 +33,45 @@ DEFAULT_MEMORY_GIB_PER_GPU = 12
 DEFAULT_CPU_NO_GPU = 2
 DEFAULT_MEMORY_GIB_NO_GPU = 8
 
-StrategyKind = Literal["Surge", "OneAtATime", "Recreate", "RollingUpdate"]
+StrategyKind = Literal["Surge", "SurgeOnNewNode", "OneAtATime", "Recreate", "RollingUpdate"]
+
+# The NIM container's root filesystem is read-only; these emptyDirs are where a NIM for LLMs
+# writes besides its cache (NIM_CACHE_PATH) and /dev/shm (sources in docs/install.md): /tmp
+# (NVIDIA's nim-llm chart points OUTLINES_CACHE_DIR there), the model workspace, the nginx and
+# server configs the NIM generates at start, its .config and Triton caches, and the home of the
+# image's user nvs (UID 1000). Red Hat OpenShift AI's NIM runtime mounts the same directories,
+# and read-only Singularity images need them bound.
+SCRATCH_VOLUMES = (
+    ("nim-tmp", "/tmp"),
+    ("nim-workspace", "/opt/nim/workspace"),
+    ("nim-nginx", "/opt/nim/nginx"),
+    ("nim-generated-configs", "/opt/nim/generated_configs"),
+    ("nim-config", "/opt/nim/.config"),
+    ("nim-triton", "/opt/nim/.triton"),
+    ("nim-home", "/home/nvs"),
+)
+DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
+CA_MERGED_VOLUME = "proxy-ca-merged"
+CA_MERGED_DIR = "/etc/nimop/proxy-ca-merged"
+CA_MERGED_BUNDLE = f"{CA_MERGED_DIR}/ca-bundle.crt"
+
+
+def container_security() -> dict[str, Any]:
+    """Every container of a NIM pod: no privilege escalation, a read-only root, no
+    capabilities. A fresh dict each time: YAML would write one shared twice as an alias."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+@dataclass(frozen=True)
+class CacheMount:
+    """Where a NimCache keeps the model: its claim and subPath (from the NimCache's status)."""
+
+    claim: str
+    sub_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -54,6 +92,7 @@ class Strategy:
 
 
 SURGE = Strategy("Surge", 1, 0)
+SURGE_ON_NEW_NODE = Strategy("SurgeOnNewNode", 1, 0)
 ONE_AT_A_TIME = Strategy("OneAtATime", 0, 1)
 RECREATE = Strategy("Recreate")
 
@@ -100,6 +139,7 @@ class Params:
     pod_security_context: dict[str, Any]
     container_security_context: dict[str, Any]
     readiness_gate: str
+    init_containers: list[dict[str, Any]]
     revision: str
     """Hash of everything that shapes the pod template (POD_FIELDS) and of the templates: the
     revision rollouts are tracked by, decided before rendering."""
@@ -116,10 +156,6 @@ class Params:
     service_port: int
     service_annotations: dict[str, str]
     disruption_budget: bool
-
-    @property
-    def placement(self) -> PlacementRequest:
-        return PlacementRequest(self.node_selector, self.affinity, self.tolerations)
 
 
 # The fields that end up in the Deployment's pod template. Anything else (replicas, strategy,
@@ -139,6 +175,7 @@ POD_FIELDS = (
     "pod_security_context",
     "container_security_context",
     "readiness_gate",
+    "init_containers",
     "env",
     "resources",
     "port",
@@ -168,6 +205,13 @@ def progress_deadline_seconds(spec: models.NimServiceSpec) -> int:
 
 def default_tolerations() -> list[dict[str, Any]]:
     return [{"key": names.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def affinity(spec: models.NimServiceSpec) -> dict[str, Any] | None:
+    """The affinity as the user wrote it (fields left out stay out)."""
+    if spec.affinity is None:
+        return None
+    return spec.affinity.model_dump(by_alias=True, exclude_unset=True, exclude_none=True)
 
 
 def tolerations(spec: models.NimServiceSpec) -> list[dict[str, Any]]:
@@ -209,15 +253,49 @@ def cache_path(spec: models.NimServiceSpec) -> str:
 
 
 def env(spec: models.NimServiceSpec) -> list[dict[str, Any]]:
-    fixed: list[dict[str, Any]] = [
-        {
-            "name": "NGC_API_KEY",
-            "valueFrom": {"secretKeyRef": {"name": spec.auth_secret, "key": spec.auth_secret_key}},
-        },
+    fixed: list[dict[str, Any]] = []
+    if spec.auth_secret is not None:
+        key = {"name": spec.auth_secret, "key": spec.auth_secret_key}
+        fixed.append({"name": "NGC_API_KEY", "valueFrom": {"secretKeyRef": key}})
+    fixed += [
         {"name": "NIM_CACHE_PATH", "value": cache_path(spec)},
         {"name": "NIM_SERVER_PORT", "value": str(API_PORT)},
     ]
+    nim_cache = spec.cache.nim_cache if spec.cache else None
+    if nim_cache is not None and nim_cache.profile:
+        fixed.append({"name": "NIM_MODEL_PROFILE", "value": nim_cache.profile})
+    fixed += apitypes.proxy_env(spec.proxy)
+    if spec.proxy is not None and spec.proxy.ca_bundle is not None:
+        fixed += apitypes.trust_env(CA_MERGED_BUNDLE)
     return fixed + [e.model_dump(by_alias=True, exclude_none=True) for e in spec.env]
+
+
+def init_containers(spec: models.NimServiceSpec) -> list[dict[str, Any]]:
+    """With a proxy CA: a first step that merges the image's CA roots with the proxy's into an
+    emptyDir the NIM then trusts (the NIM runs as non-root on a read-only root, so it cannot
+    update the system bundle, as the NIM Operator's root init container does)."""
+    if spec.proxy is None or spec.proxy.ca_bundle is None:
+        return []
+    return [
+        {
+            "name": "proxy-ca",
+            "image": spec.image.reference,
+            "imagePullPolicy": spec.image.pull_policy,
+            "command": ["/bin/sh", "-ec", 'bundle="$1"\n' + apitypes.CA_MERGE, "proxy-ca"],
+            "args": [CA_MERGED_BUNDLE],
+            "env": [{"name": apitypes.CA_PROXY_ENV, "value": apitypes.CA_BUNDLE_PATH}],
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+            "volumeMounts": [
+                {
+                    "name": apitypes.CA_BUNDLE_VOLUME,
+                    "mountPath": apitypes.CA_BUNDLE_DIR,
+                    "readOnly": True,
+                },
+                {"name": CA_MERGED_VOLUME, "mountPath": CA_MERGED_DIR},
+            ],
+            "securityContext": container_security(),
+        }
+    ]
 
 
 def probe(spec: models.ProbeSpec) -> dict[str, Any] | None:
@@ -248,14 +326,23 @@ def claim(spec: models.NimServiceSpec) -> dict[str, Any] | None:
 
 
 def volumes(
-    spec: models.NimServiceSpec, name: str
+    spec: models.NimServiceSpec, name: str, cache: CacheMount | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    cache = spec.cache
-    if cache is not None and cache.existing_claim:
+    """The pod's volumes and the NIM container's mounts. A NimCache's claim is mounted
+    read-only: a NIM serves from a complete read-only cache (it only warns that downloads
+    would fail), and no replica can damage what the others share."""
+    spec_cache = spec.cache
+    cache_mount: dict[str, Any] = {"name": "model-cache", "mountPath": cache_path(spec)}
+    if spec_cache is not None and spec_cache.nim_cache is not None and cache is not None:
         cache_volume: dict[str, Any] = {
-            "persistentVolumeClaim": {"claimName": cache.existing_claim}
+            "persistentVolumeClaim": {"claimName": cache.claim, "readOnly": True}
         }
-    elif cache is not None and cache.size is not None:
+        cache_mount["readOnly"] = True
+        if cache.sub_path:
+            cache_mount["subPath"] = cache.sub_path
+    elif spec_cache is not None and spec_cache.existing_claim:
+        cache_volume = {"persistentVolumeClaim": {"claimName": spec_cache.existing_claim}}
+    elif spec_cache is not None and spec_cache.size is not None:
         cache_volume = {"persistentVolumeClaim": {"claimName": names.cache_claim_name(name)}}
     else:
         cache_volume = {"emptyDir": {}}
@@ -263,11 +350,27 @@ def volumes(
     if spec.shm_size is not None:
         shm["sizeLimit"] = spec.shm_size
     vols = [{"name": "model-cache", **cache_volume}, {"name": "dshm", "emptyDir": shm}]
-    mounts = [
-        {"name": "model-cache", "mountPath": cache_path(spec)},
-        {"name": "dshm", "mountPath": "/dev/shm"},
-    ]
+    mounts = [cache_mount, {"name": "dshm", "mountPath": "/dev/shm"}]
+    for volume, path in SCRATCH_VOLUMES:
+        vols.append({"name": volume, "emptyDir": {}})
+        mounts.append({"name": volume, "mountPath": path})
+    ca_vols, _ = apitypes.ca_bundle_volume(spec.proxy)
+    if ca_vols:
+        vols += [*ca_vols, {"name": CA_MERGED_VOLUME, "emptyDir": {}}]
+        mounts.append({"name": CA_MERGED_VOLUME, "mountPath": CA_MERGED_DIR, "readOnly": True})
     return vols, mounts
+
+
+def pod_annotations(spec: models.NimServiceSpec) -> dict[str, str]:
+    operator: dict[str, str] = {names.ANNOTATION_MODEL: spec.model}
+    if spec.node_autoscaling.do_not_disrupt:
+        operator[DO_NOT_DISRUPT] = "true"
+    return {**spec.pod_annotations, **operator}
+
+
+def placement(spec: models.NimServiceSpec) -> PlacementRequest:
+    """Where the pods ask to run, without building every parameter."""
+    return PlacementRequest(node_selector(spec), affinity(spec), tolerations(spec))
 
 
 def revision(values: dict[str, Any], template_fingerprint: str) -> str:
@@ -283,10 +386,12 @@ def build(
     strategy: Strategy,
     assert_replicas: bool = True,
     template_fingerprint: str = "",
+    cache: CacheMount | None = None,
 ) -> Params:
-    """Pure: the same spec, object, strategy and templates always give the same parameters."""
+    """Pure: the same spec, object, strategy, templates and cache always give the same
+    parameters. `cache` is where spec.cache.nimCache's NimCache keeps the model."""
     name, namespace = ref.name, ref.namespace
-    vols, mounts = volumes(spec, name)
+    vols, mounts = volumes(spec, name, cache)
     owned_claim = claim(spec)
     values: dict[str, Any] = {
         "name": name,
@@ -306,10 +411,10 @@ def build(
         "strategy": strategy.deployment_strategy(),
         "progress_deadline_seconds": progress_deadline_seconds(spec),
         "pod_labels": {**spec.pod_labels, **names.common_labels(name)},
-        "pod_annotations": {**spec.pod_annotations, names.ANNOTATION_MODEL: spec.model},
+        "pod_annotations": pod_annotations(spec),
         "node_selector": node_selector(spec),
         "tolerations": tolerations(spec),
-        "affinity": spec.affinity,
+        "affinity": affinity(spec),
         "priority_class_name": spec.priority_class_name,
         "runtime_class_name": spec.runtime_class_name,
         "service_account_name": spec.service_account_name,
@@ -320,11 +425,9 @@ def build(
             "runAsNonRoot": spec.security_context.run_as_non_root,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "container_security_context": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "container_security_context": container_security(),
         "readiness_gate": names.READINESS_GATE,
+        "init_containers": init_containers(spec),
         "env": env(spec),
         "resources": resources(spec),
         "port": API_PORT,

@@ -13,18 +13,22 @@ touching what already serves.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import jinja2
+import yaml
+
 from nimop import names
-from nimop.core import children, pods, render
-from nimop.core.conditions import Event
+from nimop.core import autoscale, children, pods, render
+from nimop.core.capacity import PlacementRequest
+from nimop.core.conditions import Event, seconds_since
 from nimop.core.probes import ProbeResult
-from nimop.nimservice import models, params, rollout, status, validate
+from nimop.nimservice import models, params, policy, rollout, status, validate
 from nimop.runtime import apply, events, gates, kube, metrics
 from nimop.runtime.cluster import Cluster, OwnedCache
 from nimop.runtime.probe import Prober
@@ -51,12 +55,29 @@ class Context:
     last_inputs: dict[Key, tuple[object, ...]] = field(default_factory=dict)
     """What each NimService's last full pass read, when it ended steady: a pass that would
     read the same again has nothing to do."""
+    dependents: dict[Key, set[str]] = field(default_factory=dict)
+    """NimServices by the NimCache (namespace, name) they serve from: who to wake when it
+    changes."""
+    templates: dict[tuple[str, str, str], Obj] = field(default_factory=dict)
+    """Pod templates of revisions rolled back to, by (namespace, name, revision): read once."""
+
+    def depend(self, namespace: str, name: str, nim_cache: str | None) -> None:
+        for key, users in list(self.dependents.items()):
+            if key[0] == namespace and name in users and key[1] != nim_cache:
+                users.discard(name)
+                if not users:
+                    del self.dependents[key]
+        if nim_cache is not None:
+            self.dependents.setdefault((namespace, nim_cache), set()).add(name)
 
     def forget(self, namespace: str, name: str) -> None:
+        self.depend(namespace, name, None)
         self.applier.forget(namespace, name)
         self.prober.forget(namespace, name)
         self.references.forget(namespace, name)
         self.last_inputs.pop((namespace, name), None)
+        for key in [k for k in self.templates if k[:2] == (namespace, name)]:
+            del self.templates[key]
 
 
 @dataclass(frozen=True)
@@ -65,6 +86,7 @@ class Observed:
     replica_sets: tuple[children.ReplicaSetFacts, ...]
     facts: list[pods.PodFacts]
     services: tuple[children.ChildFacts, ...]
+    nim_cache: children.NimCacheFacts | None = None
 
 
 def steady(settings: Settings, new: models.NimServiceStatus) -> bool:
@@ -101,7 +123,10 @@ def observe(cluster: Cluster, obj: models.NimService) -> Observed:
         if f.controller_uid in set_uids
     ]
     services = tuple(cluster.services.owned(ns, names.LABEL_NIMSERVICE, label))
-    return Observed(deployment, owned_sets, facts, services)
+    spec = obj.spec
+    cache_ref = spec.cache.nim_cache if spec and spec.cache else None
+    cache = cluster.nimcaches.get(ns, cache_ref.name) if cache_ref else None
+    return Observed(deployment, owned_sets, facts, services, cache)
 
 
 def lookup(cluster: Cluster, namespace: str) -> apply.Lookup:
@@ -134,7 +159,46 @@ def references(spec: models.NimServiceSpec) -> list[Any]:
     ]
     if spec.cache and spec.cache.existing_claim:
         refs.append(ref(CLAIMS, spec.cache.existing_claim))
+    if spec.proxy and spec.proxy.ca_bundle:
+        refs.append(ref(CONFIG_MAPS, spec.proxy.ca_bundle.config_map_name))
     return refs
+
+
+@dataclass(frozen=True)
+class CacheVerdict:
+    """What spec.cache.nimCache's NimCache allows: serve from it (mount), wait, or stop."""
+
+    mount: params.CacheMount | None = None
+    waiting: str | None = None
+    """Why no pod may start yet (the NimCache is not Ready)."""
+    stalled: tuple[str, str] | None = None
+    """(reason, message) when a person must act."""
+
+
+def nim_cache(cluster: Cluster, namespace: str, spec: models.NimServiceSpec) -> CacheVerdict:
+    ref_ = spec.cache.nim_cache if spec.cache else None
+    if ref_ is None:
+        return CacheVerdict()
+    found = cluster.nimcaches.get(namespace, ref_.name)
+    if found is None:
+        return CacheVerdict(
+            stalled=(
+                "NimCacheNotFound",
+                f"NimCache {ref_.name} not found in namespace {namespace}; the NimService "
+                "continues once it exists",
+            )
+        )
+    if found.stalled_reason:
+        return CacheVerdict(
+            stalled=(
+                "CacheFailed",
+                f"NimCache {ref_.name} failed ({found.stalled_reason}): {found.stalled_message}",
+            )
+        )
+    if not found.usable:
+        state = f"{found.phase}: {found.message}" if found.message else found.phase
+        return CacheVerdict(waiting=f"waiting for NimCache {ref_.name} to be Ready ({state})")
+    return CacheVerdict(mount=params.CacheMount(found.pvc, found.sub_path))
 
 
 async def finish(
@@ -174,13 +238,17 @@ async def finish(
     return Outcome(interval, fresh), new
 
 
-async def reconcile(ctx: Context, body: Obj) -> Outcome:
-    obj = models.parse(body)
+async def reconcile(ctx: Context, obj: models.NimService) -> Outcome:
     ns, name = obj.ref.key
     if obj.ref.deleting:
         return Outcome(ctx.settings.probe_interval_steady)
     now = ctx.clock()
     spec = obj.spec
+    ctx.depend(
+        ns,
+        name,
+        spec.cache.nim_cache.name if spec and spec.cache and spec.cache.nim_cache else None,
+    )
     seen = observe(ctx.cluster, obj)
     live_deployment = seen.deployment
     facts = seen.facts
@@ -238,16 +306,18 @@ def _inputs(
     written: models.NimServiceStatus | None = None,
 ) -> tuple[object, ...]:
     """Everything a pass reads, as one comparable value. `written` is the status the pass
-    wrote: the next pass reads it back from the object."""
+    wrote: the next pass reads it back from the object. The status goes in as a digest: the
+    parsed object already holds it once, and a thousand second copies add up."""
     stored = written if written is not None else obj.status
     return (
         obj.ref.uid,
         obj.ref.generation,
-        stored,
+        hashlib.blake2b(stored.model_dump_json().encode(), digest_size=16).digest(),
         seen.deployment,
         seen.replica_sets,
         tuple(seen.facts),
         seen.services,
+        seen.nim_cache,
         tuple(sorted(probes.items())),
     )
 
@@ -262,10 +332,23 @@ async def _judge_and_apply(
     problems = validate.problems(spec)
     if problems:
         return await finish(ctx, obj, replace(snap, invalid="; ".join(problems)))
+    violations = policy.violations(spec, ctx.settings)
+    if violations:
+        refused = "; ".join(violations)
+        return await finish(
+            ctx, obj, replace(snap, invalid=refused, invalid_reason="PolicyViolation")
+        )
     ns, name = obj.ref.key
     missing = await ctx.references.missing(ns, name, obj.ref.generation, references(spec))
     if missing:
         return await finish(ctx, obj, replace(snap, missing=missing))
+    cache = nim_cache(ctx.cluster, ns, spec)
+    if cache.stalled is not None:
+        reason, message = cache.stalled
+        return await finish(ctx, obj, replace(snap, invalid=message, invalid_reason=reason))
+    if cache.waiting is not None:
+        # No pod starts on a cache that is not Ready; what already serves keeps serving.
+        return await finish(ctx, obj, replace(snap, waiting_for_cache=cache.waiting))
 
     fingerprint = render.fingerprint(_templates(ctx), params.RESOURCE)
     requested = params.requested_strategy(spec.rollout)
@@ -276,20 +359,29 @@ async def _judge_and_apply(
         rollout.strategy_of(previous_kind, requested),
         assert_replicas=external is None,
         template_fingerprint=fingerprint,
+        cache=cache.mount,
     )
     desired_revision = probe_params.revision
 
     surge_fits: bool | None = None
+    surge_pool: str | None = None
     can_fit = True
+    request = params.placement(spec)
+    pending = [f for f in pods.live(snap.facts) if f.unschedulable]
+    waiting, no_node = node_outlooks(
+        ctx.cluster, snap, spec, request, pending, ctx.settings.node_autoscaler
+    )
+    snap = replace(snap, waiting_for_node=waiting)
     if spec.gpu.count:
         starting = rollout.starts_rollout(prev.rollout, desired_revision)
-        if (requested is None and snap.deployment is not None and starting) or any(
-            f.unschedulable for f in snap.facts
-        ):
-            placement = ctx.cluster.placement(probe_params.placement)
+        if (requested is None and snap.deployment is not None and starting) or pending:
+            placement = ctx.cluster.placement(request)
             if placement is not None:
                 surge_fits = placement.fits_one(spec.gpu.count)
                 can_fit = placement.can_ever_fit(spec.gpu.count)
+            if surge_fits is False and spec.node_autoscaling.surge_onto_new_nodes:
+                seen = ctx.cluster.autoscalers(ns, (), ctx.settings.node_autoscaler)
+                surge_pool = autoscale.can_add_node(seen, request, spec.gpu.count)
 
     decision = rollout.decide(
         rollout.Inputs(
@@ -302,13 +394,14 @@ async def _judge_and_apply(
             deployment_deadline_exceeded=status.deadline_exceeded(snap.deployment)
             and snap.live_revision == desired_revision,
             desired_replicas=snap.desired_replicas,
-            health=rollout.revision_health(snap.facts, snap.probes, can_fit),
+            health=rollout.revision_health(snap.facts, snap.probes, can_fit, waiting, no_node),
             prev=prev.rollout,
             now=snap.now,
             requested=requested,
             surge_fits=surge_fits,
             auto_rollback=spec.rollout.auto_rollback,
             deadline_seconds=params.progress_deadline_seconds(spec),
+            surge_pool=surge_pool,
         )
     )
     final = (
@@ -316,17 +409,6 @@ async def _judge_and_apply(
         if decision.strategy == rollout.strategy_of(previous_kind, requested)
         else replace(probe_params, strategy=decision.strategy.deployment_strategy())
     )
-    objects = list(render.render(final, params.RESOURCE, _templates(ctx)))
-    if decision.apply_revision != desired_revision:
-        template = await _revision_template(ctx, snap, decision.apply_revision)
-        if template is None:
-            decision = rollout.rollback_unavailable(decision, desired_revision)
-        else:
-            objects = [
-                render.replace_pod_template(o, template) if o["kind"] == "Deployment" else o
-                for o in objects
-            ]
-
     cluster = ctx.cluster
     label = names.dns_label(name)
 
@@ -336,28 +418,74 @@ async def _judge_and_apply(
             *cluster.disruption_budgets.owned(ns, names.LABEL_NIMSERVICE, label),
         ]
 
+    rolling_back = decision.apply_revision != desired_revision
+    try:
+        plan = render.plan(final, params.RESOURCE, _templates(ctx))
+        if not rolling_back and not ctx.applier.pending(
+            obj.ref, plan, lookup(cluster, ns), prunable
+        ):
+            snap = replace(snap, rollout=decision.status, live_revision=decision.apply_revision)
+            return await finish(ctx, obj, snap, decision.events)
+        objects = list(render.render(final, params.RESOURCE, _templates(ctx)))
+    except (jinja2.TemplateError, yaml.YAMLError, RecursionError, TypeError, ValueError) as err:
+        # One spec the templates cannot render (an admin's template, a value it chokes on)
+        # is reported on that NimService; it must not become an exception that retries forever.
+        unrenderable = f"the templates cannot render this spec: {type(err).__name__}: {err}"
+        return await finish(ctx, obj, replace(snap, invalid=unrenderable[:2000]))
+    if rolling_back:
+        template = await _revision_template(ctx, snap, decision.apply_revision)
+        if template is None:
+            decision = rollout.rollback_unavailable(decision, desired_revision)
+        else:
+            objects = [
+                render.replace_pod_template(o, template) if o["kind"] == "Deployment" else o
+                for o in objects
+            ]
+
     try:
         await ctx.applier.apply(obj.ref, objects, lookup(cluster, ns), prunable)
     except apply.NameConflictError as err:
-        conflict = f"{err}; rename this NimService or remove the other object"
-        return await finish(
-            ctx, obj, replace(snap, invalid=conflict, invalid_reason="NameConflict")
-        )
+        # Found before anything was sent: no rollout began.
+        reason, message = apply.refusal(err, "NimService")
+        return await finish(ctx, obj, replace(snap, invalid=message, invalid_reason=reason))
     except kube.ApiError as err:
-        if err.transient:
-            raise
-        reason = "Forbidden" if err.status == 403 else "InvalidSpec"
-        if "Only one reference can have Controller set to true" in err.message:
-            reason = "NameConflict"
-        rejected = f"the API server rejected the rendered objects: {err.message}"
+        reason, message = apply.refusal(err, "NimService")
         return await finish(
             ctx,
             obj,
-            replace(snap, invalid=rejected, invalid_reason=reason, rollout=decision.status),
+            replace(snap, invalid=message, invalid_reason=reason, rollout=decision.status),
             decision.events,
         )
     snap = replace(snap, rollout=decision.status, live_revision=decision.apply_revision)
     return await finish(ctx, obj, snap, decision.events)
+
+
+def node_outlooks(
+    cluster: Cluster,
+    snap: status.Snapshot,
+    spec: models.NimServiceSpec,
+    request: PlacementRequest,
+    pending: list[pods.PodFacts],
+    mode: str,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """For pending pods: (those a node autoscaler is adding a node for, within the spec's
+    bound; those it will not, with its reason), each with what says so."""
+    if not pending:
+        return {}, {}
+    seen = cluster.autoscalers(snap.namespace, (f.name for f in pending), mode)
+    bound = spec.node_autoscaling.wait_for_node_seconds
+    waiting: dict[str, str] = {}
+    refused: dict[str, str] = {}
+    for fact in pending:
+        found = autoscale.outlook(fact.name, request, spec.gpu.count, seen)
+        elapsed = seconds_since(fact.unschedulable_since or fact.created, snap.now) or 0.0
+        if found.verdict == "coming" and elapsed <= bound:
+            waiting[fact.name] = f"{found.detail} (gives up after {bound}s)"
+        elif found.verdict == "coming":
+            refused[fact.name] = f"no node came within {bound}s ({found.detail})"
+        elif found.verdict == "none":
+            refused[fact.name] = found.detail
+    return waiting, refused
 
 
 def _templates(ctx: Context) -> Any:
@@ -366,7 +494,10 @@ def _templates(ctx: Context) -> Any:
 
 async def _revision_template(ctx: Context, snap: status.Snapshot, revision: str) -> Obj | None:
     """The pod template of a revision the Deployment ran before: what a rollback restores.
-    Read from the API server (the caches keep no pod templates); a rollback is rare."""
+    Read from the API server once (the caches keep no pod templates), then remembered."""
+    remembered = ctx.templates.get((snap.namespace, snap.name, revision))
+    if remembered is not None:
+        return remembered
     candidates = sorted(
         (rs for rs in snap.replica_sets if rs.revision == revision),
         key=lambda rs: rs.created,
@@ -378,23 +509,6 @@ async def _revision_template(ctx: Context, snap: status.Snapshot, revision: str)
         )
         if found is not None:
             template: Obj = found["spec"]["template"]
+            ctx.templates[(snap.namespace, snap.name, revision)] = template
             return template
     return None
-
-
-async def timed(ctx: Context, body: Obj) -> Outcome:
-    start = time.perf_counter()
-    try:
-        outcome = await reconcile(ctx, body)
-    except kube.ApiError as err:
-        metrics.RECONCILES.labels("error").inc()
-        metrics.ERRORS.labels("api" if err.transient else "rejected").inc()
-        raise
-    except Exception:
-        metrics.RECONCILES.labels("error").inc()
-        metrics.ERRORS.labels("internal").inc()
-        raise
-    finally:
-        metrics.RECONCILE_SECONDS.observe(time.perf_counter() - start)
-    metrics.RECONCILES.labels("ok").inc()
-    return outcome

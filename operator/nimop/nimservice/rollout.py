@@ -10,6 +10,7 @@ module decides the rest: the strategy before the rollout starts, success, and ro
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -33,8 +34,15 @@ def revision_health(
     facts: list[pods.PodFacts],
     probes: dict[str, ProbeResult],
     gpus_can_fit: bool = True,
+    waiting_for_node: Mapping[str, str] | None = None,
+    no_node: Mapping[str, str] | None = None,
 ) -> dict[str, RevisionHealth]:
-    """Per-revision counts, and the first sign that a revision cannot work by itself."""
+    """Per-revision counts, and the first sign that a revision cannot work by itself. A pod
+    waiting for a node an autoscaler is adding is not a sign of anything; one the autoscaler
+    will not add a node for (`no_node`, with its reason) fails as if no autoscaler existed,
+    with the autoscaler's reason in the message."""
+    waiting_for_node = waiting_for_node or {}
+    no_node = no_node or {}
     result: dict[str, RevisionHealth] = {}
     for f in pods.live(facts):
         if f.revision is None:
@@ -49,8 +57,9 @@ def revision_health(
             )
         elif probe is not None and probe.verdict == "Mismatch":
             reason, detail = "ModelMismatch", f"pod {f.name} {probe.detail}"
-        elif f.unschedulable and not gpus_can_fit:
-            reason, detail = "InsufficientGPU", f"pod {f.name}: {f.unschedulable}"
+        elif f.unschedulable and not gpus_can_fit and f.name not in waiting_for_node:
+            why = f"; {no_node[f.name]}" if f.name in no_node else ""
+            reason, detail = "InsufficientGPU", f"pod {f.name}: {f.unschedulable}{why}"
         result[f.revision] = replace(
             h,
             replicas=h.replicas + 1,
@@ -82,6 +91,9 @@ class Inputs:
     """Auto only: does one extra replica fit on free GPUs? None when not looked up."""
     auto_rollback: bool
     deadline_seconds: int
+    surge_pool: str | None = None
+    """Auto only, when surge_fits is False: a NodePool that can add a node for the surge
+    replica (None when surging onto new nodes is off or no pool can)."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +115,9 @@ def starts_rollout(prev: models.RolloutStatus | None, desired_revision: str) -> 
 def strategy_of(kind: str, requested: params.Strategy | None) -> params.Strategy:
     if requested is not None:
         return requested
-    return params.ONE_AT_A_TIME if kind == "OneAtATime" else params.SURGE
+    return {"OneAtATime": params.ONE_AT_A_TIME, "SurgeOnNewNode": params.SURGE_ON_NEW_NODE}.get(
+        kind, params.SURGE
+    )
 
 
 def _revisions(health: dict[str, RevisionHealth], target: str) -> list[models.RevisionStatus]:
@@ -126,11 +140,18 @@ def _start(inp: Inputs) -> Decision:
         strategy = inp.requested
     elif first or inp.surge_fits is not False:
         strategy = params.SURGE
+    elif inp.surge_pool is not None:
+        strategy = params.SURGE_ON_NEW_NODE
     else:
         strategy = params.ONE_AT_A_TIME
     events: list[Event] = []
     if first:
         message = f"deploying revision {inp.desired_revision}"
+    elif strategy.kind == "SurgeOnNewNode":
+        message = (
+            f"rolling out revision {inp.desired_revision}: no spare GPU on the existing nodes, "
+            f"so the surge replica waits for a node from NodePool {inp.surge_pool}"
+        )
     else:
         message = f"rolling out revision {inp.desired_revision} with strategy {strategy.kind}"
     events.append(Event("Normal", "RolloutStarted", message))

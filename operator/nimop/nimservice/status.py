@@ -61,6 +61,10 @@ class Snapshot:
     startup_budget: float = 0.0
     """Seconds a replica may take to answer after its container starts (the startup probe's
     budget); 0 when there is no startup probe."""
+    waiting_for_node: dict[str, str] = field(default_factory=dict)
+    """Unschedulable pods a node autoscaler is adding a node for, with what says so."""
+    waiting_for_cache: str | None = None
+    """The NimCache the pods need is not Ready yet: nothing was applied."""
 
 
 def deployment_settled(
@@ -169,6 +173,15 @@ def model_ready(s: Snapshot) -> Cond:
             f"{int(s.startup_budget)}s)",
         )
     waiting = next((f for f in current if not f.running), None)
+    if waiting is not None and waiting.name in s.waiting_for_node:
+        since = waiting.unschedulable_since or waiting.created or "now"
+        return Cond(
+            "ModelReady",
+            "False",
+            "WaitingForNode",
+            f"{summary}; pod {waiting.name} waits for a node since {since}: "
+            f"{s.waiting_for_node[waiting.name]}",
+        )
     if waiting is not None:
         why = waiting.unschedulable or waiting.waiting_reason or waiting.phase
         return Cond("ModelReady", "False", "Pending", f"{summary}; pod {waiting.name}: {why}")
@@ -210,6 +223,8 @@ def _stalled(s: Snapshot) -> Cond | None:
 
 
 def _ready(s: Snapshot, model: Cond) -> Cond:
+    if s.waiting_for_cache:
+        return Cond("Ready", "False", "CacheNotReady", s.waiting_for_cache + _serving_note(s))
     if s.deployment is None:
         return Cond("Ready", "False", "Creating", "creating the Deployment")
     serving = sum(1 for f in _current(s) if f.name in s.probes and s.probes[f.name].serving)
@@ -250,17 +265,31 @@ def _zero_downtime(
             "Surge",
             "rollouts start one extra replica on a spare GPU before stopping an old one",
         )
+    if rollout.strategy == "SurgeOnNewNode":
+        return Cond(
+            "ZeroDowntimeRollout",
+            "True",
+            "SurgeOnNewNode",
+            "no spare GPU on the existing nodes: the surge replica runs on a node the autoscaler "
+            "adds (set nodeAutoscaling.surgeOntoNewNodes false to replace replicas one at a "
+            "time instead)",
+        )
     if rollout.strategy == "OneAtATime":
         down = (
             "the service is down until the new replica is ready"
             if desired == 1
             else "capacity drops by one replica during the rollout"
         )
+        off = (
+            " (surging onto a new node is off: nodeAutoscaling.surgeOntoNewNodes)"
+            if spec and not spec.node_autoscaling.surge_onto_new_nodes
+            else ""
+        )
         return Cond(
             "ZeroDowntimeRollout",
             "False",
             "NoSpareGPU",
-            f"no free GPU for a surge replica: replacing one replica at a time; {down}",
+            f"no free GPU for a surge replica{off}: replacing one replica at a time; {down}",
         )
     if rollout.strategy == "Recreate":
         return Cond(

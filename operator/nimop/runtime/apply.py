@@ -17,7 +17,7 @@ simply by no longer rendering it (this is how `replicas` is left to an autoscale
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,19 @@ class NameConflictError(Exception):
         super().__init__(f"{key[1]} {key[2]} already exists and belongs to {owner}")
 
 
+def refusal(err: NameConflictError | kube.ApiError, kind: str) -> tuple[str, str]:
+    """(Stalled reason, message) for an apply the cluster refused for good; a transient API
+    error is raised again, to be retried. `kind` names the owner (NimService, NimCache)."""
+    if isinstance(err, NameConflictError):
+        return "NameConflict", f"{err}; rename this {kind} or remove the other object"
+    if err.transient:
+        raise err
+    reason = "Forbidden" if err.status == 403 else "InvalidSpec"
+    if "Only one reference can have Controller set to true" in err.message:
+        reason = "NameConflict"
+    return reason, f"the API server rejected the rendered objects: {err.message}"
+
+
 def key(obj: Obj) -> ChildKey:
     return obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
 
@@ -64,12 +77,12 @@ class _Memo:
     """The live object's foreign writers right after our apply."""
 
 
-def conflicts(owner_uid: str, objects: Sequence[Obj], lookup: Lookup) -> NameConflictError | None:
+def conflicts(owner_uid: str, keys: Iterable[ChildKey], lookup: Lookup) -> NameConflictError | None:
     """The first rendered child whose name another object's child already holds."""
-    for obj in objects:
-        live = lookup(key(obj))
+    for k in keys:
+        live = lookup(k)
         if isinstance(live, children.ChildFacts) and live.controller_uid != owner_uid:
-            return NameConflictError(key(obj), live.controller_uid)
+            return NameConflictError(k, live.controller_uid)
     return None
 
 
@@ -92,6 +105,26 @@ class Applier:
     def forget(self, namespace: str, owner: str) -> None:
         self._memo.pop((namespace, owner), None)
 
+    def pending(
+        self,
+        owner: ObjectRef,
+        plan: Sequence[tuple[str, str, str, str]],
+        lookup: Lookup,
+        prunable: Callable[[], Sequence[children.ChildFacts]] = tuple,
+    ) -> bool:
+        """Whether `apply` would have anything to write, delete or report for this plan (what
+        render.plan says the objects are), so a pass can skip rendering them at all."""
+        memo = self._memo.get(owner.key, {})
+        keep = {item[:3] for item in plan}
+        if conflicts(owner.uid, keep, lookup) is not None:
+            return True
+        if any(due(item[3], lookup(item[:3]), memo.get(item[:3])) for item in plan):
+            return True
+        return any(
+            c.key not in keep and c.controller_uid == owner.uid and not c.deleting
+            for c in prunable()
+        )
+
     async def apply(
         self,
         owner: ObjectRef,
@@ -104,7 +137,7 @@ class Applier:
         objects (the Deployment comes last) as they were. `prunable` lists this owner's live
         children of kinds the templates render only sometimes; those no longer rendered are
         deleted. Returns what was written."""
-        conflict = conflicts(owner.uid, objects, lookup)
+        conflict = conflicts(owner.uid, (key(o) for o in objects), lookup)
         if conflict is not None:
             raise conflict
         memo = self._memo.setdefault(owner.key, {})

@@ -1,10 +1,12 @@
 """The operator's view of the cluster: one watch-fed cache per kind, shared by every object.
 
-Children (Deployments, ReplicaSets, Pods, Services, PodDisruptionBudgets, PersistentVolumeClaims)
-are watched by the operator's `managed-by` label, in the watched namespaces, and indexed by the
-owner label each carries (`nimop.dev/nimservice: NAME`), so a change to a child wakes exactly the
-object it belongs to. Nodes and the GPU requests of bound pods are watched cluster-wide for
-placement decisions, when RBAC allows; without it the operator does without them.
+Children (Deployments, ReplicaSets, Pods, Services, PodDisruptionBudgets, PersistentVolumeClaims,
+Jobs) are watched by the operator's `managed-by` label, in the watched namespaces, and indexed by
+the owner label each carries (`nimop.dev/nimservice: NAME`, `nimop.dev/nimcache: NAME`), so a
+change to a child wakes exactly the object it belongs to. NimCaches are watched too, as compact
+views their consumers read (`nimcaches`, `on_nimcache_change`). Nodes and the GPU requests of
+bound pods are watched cluster-wide for placement decisions, when RBAC allows; without it the
+operator does without them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from nimop import names
-from nimop.core import capacity, children, pods
+from nimop.core import autoscale, capacity, children, pods
 from nimop.runtime.informer import Connectivity, Informer, Key, Source
 from nimop.runtime.kube import Kube
 
@@ -73,6 +75,7 @@ class OwnedCache(Generic[T]):
     ) -> None:
         self._index: dict[OwnerKey, set[str]] = defaultdict(set)
         self._wake = wake
+        self.on_delete: Callable[[Key], None] | None = None
         self.informer: Informer[Owned[T]] = Informer(
             api, source, _owned(parse), namespaces, self._changed, connectivity
         )
@@ -92,6 +95,8 @@ class OwnedCache(Generic[T]):
         owners = {o.owner for o in (old, new) if o is not None and o.owner is not None}
         for owner in owners:
             self._wake(namespace, owner)
+        if new is None and self.on_delete is not None:
+            self.on_delete(key)
 
     def owned(self, namespace: str, label: str, value: str) -> list[T]:
         store = self.informer.store
@@ -144,13 +149,62 @@ class Cluster:
             "/apis/policy/v1",
             children.parser("policy/v1", "PodDisruptionBudget"),
         )
-        self.claims: OwnedCache[children.ChildFacts] = owned(
-            "persistentvolumeclaims", "/api/v1", children.parser("v1", "PersistentVolumeClaim")
+        self.claims: OwnedCache[children.ClaimFacts] = owned(
+            "persistentvolumeclaims", "/api/v1", children.claim
+        )
+        self.jobs: OwnedCache[children.JobFacts] = owned("jobs", "/apis/batch/v1", children.job)
+        # NimCaches themselves, as their consumers read them (the NimService pipeline).
+        self._nimcache_listeners: list[Waker] = []
+        self.nimcaches: Informer[children.NimCacheFacts] = Informer(
+            api,
+            Source(names.NIMCACHE_PLURAL, f"/apis/{names.API_VERSION}", names.NIMCACHE_PLURAL),
+            children.nimcache,
+            self.namespaces,
+            self._nimcache_changed,
+            self.connectivity,
         )
         self.gpu_used: dict[str, int] = defaultdict(int)
         self.nodes: Informer[capacity.NodeFacts] | None = None
         self.gpu_pods: Informer[tuple[str, int]] | None = None
+        self.node_pools: Informer[autoscale.NodePoolFacts] | None = None
+        self.node_claims: Informer[autoscale.NodeClaimFacts] | None = None
+        self.pod_events: list[Informer[tuple[str, autoscale.PodEvent] | None]] = []
+        self._events_by_pod: dict[tuple[str, str], dict[str, autoscale.PodEvent]] = {}
+        self.cluster_autoscaler_seen = False
+        """A cluster autoscaler's Event has been seen: one runs in this cluster."""
+        self.pods.on_delete = self._pod_gone
         if capacity_watch:
+            karpenter = "/apis/karpenter.sh/v1"
+            self.node_pools = Informer(
+                api,
+                Source("nodepools", karpenter, "nodepools"),
+                autoscale.node_pool,
+                connectivity=self.connectivity,
+            )
+            self.node_claims = Informer(
+                api,
+                Source("nodeclaims", karpenter, "nodeclaims"),
+                autoscale.node_claim,
+                connectivity=self.connectivity,
+            )
+            # One watch per reason: the API server filters, so the operator never sees the
+            # flood of ordinary pod Events.
+            self.pod_events = [
+                Informer(
+                    api,
+                    Source(
+                        f"events-{reason}",
+                        "/api/v1",
+                        "events",
+                        field_selector=f"involvedObject.kind=Pod,reason={reason}",
+                    ),
+                    autoscale.pod_event,
+                    self.namespaces,
+                    self._event_changed,
+                    self.connectivity,
+                )
+                for reason in autoscale.AUTOSCALER_REASONS
+            ]
             self.nodes = Informer(
                 api,
                 Source("nodes", "/api/v1", "nodes"),
@@ -176,6 +230,17 @@ class Cluster:
         """Call `waker(namespace, label value)` whenever a child with this owner label changes."""
         self._wakers[label] = waker
 
+    def on_nimcache_change(self, listener: Waker) -> None:
+        """Call `listener(namespace, name)` whenever a NimCache appears, changes or goes away, so
+        the objects that depend on it can be woken."""
+        self._nimcache_listeners.append(listener)
+
+    def _nimcache_changed(
+        self, key: Key, _: children.NimCacheFacts | None, __: children.NimCacheFacts | None
+    ) -> None:
+        for listener in self._nimcache_listeners:
+            listener(*key)
+
     def _wake(self, namespace: str, owner: tuple[str, str]) -> None:
         waker = self._wakers.get(owner[0])
         if waker is not None:
@@ -191,6 +256,45 @@ class Cluster:
         if new is not None:
             self.gpu_used[new[0]] += new[1]
 
+    def _pod_gone(self, key: Key) -> None:
+        self._events_by_pod.pop(key, None)
+
+    def _event_changed(
+        self,
+        key: Key,
+        old: tuple[str, autoscale.PodEvent] | None,
+        new: tuple[str, autoscale.PodEvent] | None,
+    ) -> None:
+        if new is None:
+            return  # Events expire after an hour; the latest one seen is still the latest word
+        pod, event = new
+        if autoscale.CLUSTER_AUTOSCALER in event.component:
+            self.cluster_autoscaler_seen = True
+        latest = self._events_by_pod.setdefault((key[0], pod), {})
+        latest[event.reason] = event
+        facts = self.pods.informer.get(key[0], pod)
+        if facts is not None and facts.owner is not None:
+            self._wake(key[0], facts.owner)
+
+    def autoscalers(
+        self, namespace: str, pods_: Iterable[str], mode: str = "auto"
+    ) -> autoscale.Autoscalers:
+        """What the node autoscalers say, for some pods of one namespace. `mode` is the
+        node_autoscaler setting: it can declare the cluster autoscaler, or rule both out."""
+        if mode == "none":
+            return autoscale.Autoscalers()
+        pools = tuple(p for _, p in self.node_pools.items()) if self.node_pools else ()
+        claims = tuple(c for _, c in self.node_claims.items()) if self.node_claims else ()
+        events = {
+            pod: tuple(self._events_by_pod[(namespace, pod)].values())
+            for pod in pods_
+            if (namespace, pod) in self._events_by_pod
+        }
+        if mode == "cluster-autoscaler":
+            pools, claims = (), ()
+        declared = mode == "cluster-autoscaler" or (mode == "auto" and self.cluster_autoscaler_seen)
+        return autoscale.Autoscalers(pools, claims, events, declared)
+
     @property
     def informers(self) -> list[Informer[Any]]:
         owned: list[OwnedCache[Any]] = [
@@ -200,15 +304,22 @@ class Cluster:
             self.services,
             self.disruption_budgets,
             self.claims,
+            self.jobs,
         ]
-        extra = [i for i in (self.nodes, self.gpu_pods) if i is not None]
-        return [c.informer for c in owned] + extra
+        extra = [
+            i
+            for i in (self.nodes, self.gpu_pods, self.node_pools, self.node_claims)
+            if i is not None
+        ]
+        return [c.informer for c in owned] + [self.nimcaches] + extra + list(self.pod_events)
 
     async def start(self) -> None:
         """Start every watch and return once each has listed what exists."""
         self._tasks = [
             asyncio.create_task(i.run(), name=f"watch {i.source.name}") for i in self.informers
         ]
+        heartbeat = self.connectivity.watch_server(self.api)
+        self._tasks.append(asyncio.create_task(heartbeat, name="api-server heartbeat"))
         await asyncio.gather(*(i.synced.wait() for i in self.informers))
 
     async def stop(self) -> None:

@@ -33,6 +33,10 @@ Change = Callable[[Key, "T | None", "T | None"], None]
 WATCH_SECONDS = 290
 PAGE_SIZE = 500
 RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
+HEARTBEAT = "api-server"
+HEARTBEAT_SECONDS = 5.0
+"""How often the API server is asked whether it is alive, and how long it has to answer."""
+ABSENT_RECHECK_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,12 @@ class Source:
 
 
 class Connectivity:
-    """One line when the API server goes away, one when it is back: not one per retry."""
+    """One line when the API server goes away, one when it is back: not one per retry.
+
+    Broken watches report here, and so does a heartbeat (`watch_server`): a stopped or
+    partitioned API server, or one whose etcd is stopped, leaves watch streams open and silent,
+    and at rest nothing else talks to it, so without the heartbeat an outage would go unnoticed
+    until a watch timed out, minutes later."""
 
     def __init__(self) -> None:
         self._down_since: float | None = None
@@ -66,7 +75,9 @@ class Connectivity:
         if self._down_since is None:
             self._down_since = time.monotonic()
             metrics.API_CONNECTED.set(0)
-            log.warning("lost the watch on %s (%s); retrying quietly until it is back", what, err)
+            log.warning(
+                "lost the API server (%s: %s); retrying quietly until it is back", what, err
+            )
 
     def recovered(self, what: str) -> None:
         self._failing.discard(what)
@@ -77,6 +88,61 @@ class Connectivity:
             )
             self._down_since = None
             metrics.API_CONNECTED.set(1)
+
+    async def watch_server(self, api: Kube) -> None:
+        """Ask /livez every HEARTBEAT_SECONDS, with as long to answer. It needs no RBAC (every
+        client may read it, through system:public-info-viewer); where it is refused anyway, the
+        operator notices an outage only when a watch breaks."""
+        while True:
+            metrics.HEARTBEATS.inc()
+            try:
+                await api.request(
+                    "GET",
+                    "/livez",
+                    accept="text/plain",
+                    timeout=HEARTBEAT_SECONDS,
+                    decode=False,
+                    count=False,
+                )
+            except ApiError as err:
+                if err.status in (401, 403, 404):
+                    log.warning("cannot read the API server's /livez (%s); doing without", err)
+                    return
+                self.failed(HEARTBEAT, _liveness_error(err))
+            else:
+                self.recovered(HEARTBEAT)
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+
+KOPF_WATCH_LOGGER = "kopf._cogs.clients.watching"
+
+
+class QuietWatchRetries(logging.Filter):
+    """kopf logs every retry of its own watches (NimServices, NimCaches) while the API server
+    cannot be reached: up to nine lines a minute, for as long as that lasts. Connectivity says
+    it once, so those are dropped; kopf's other failures (403, 5xx) stay visible."""
+
+    TRANSPORT = (
+        "ClientConnect",
+        "ServerDisconnected",
+        "ClientOSError",
+        "ClientPayloadError",
+        "TimeoutError",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            message.startswith("Request attempt") and any(e in message for e in self.TRANSPORT)
+        )
+
+
+def _liveness_error(err: ApiError) -> ApiError:
+    """The failure in one short line: the failed checks, not /livez's whole report."""
+    if err.status == 0 and err.body.startswith("TimeoutError"):
+        return ApiError(0, f"/livez did not answer within {HEARTBEAT_SECONDS:g}s")
+    failing = [line for line in err.body.splitlines() if line.startswith("[-]")]
+    return ApiError(err.status, "; ".join(failing)) if failing else err
 
 
 class Informer(Generic[T]):
@@ -102,6 +168,8 @@ class Informer(Generic[T]):
         self._synced_scopes: set[str] = set()
         self.forbidden = False
         """The operator may not list this kind: readers fall back to knowing nothing."""
+        self.absent = False
+        """The API server does not serve this kind (its CRD is not installed)."""
 
     def get(self, namespace: str, name: str) -> T | None:
         return self.store.get((namespace, name))
@@ -118,11 +186,11 @@ class Informer(Generic[T]):
         while True:
             try:
                 version = await self._relist(namespace)
+                self.absent = False
                 self.connectivity.recovered(what)
                 failures = 0
                 while version:
                     version = await self._watch(namespace, version, what)
-                    self.connectivity.recovered(what)
                     failures = 0
             except asyncio.CancelledError:
                 raise
@@ -130,6 +198,12 @@ class Informer(Generic[T]):
                 if err.status == 403:
                     self._forbid(namespace, err)
                     return
+                if err.status == 404:
+                    # The kind is not served (Karpenter's CRDs on a cluster without it): not an
+                    # outage. Look again now and then, in case it gets installed.
+                    self._absent(namespace)
+                    await asyncio.sleep(ABSENT_RECHECK_SECONDS)
+                    continue
                 self.connectivity.failed(what, err)
             except (ValueError, KeyError, RecursionError) as err:
                 # A response we cannot read: list again rather than stop watching.
@@ -137,6 +211,12 @@ class Informer(Generic[T]):
             delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
             failures += 1
             await asyncio.sleep(delay)
+
+    def _absent(self, namespace: str) -> None:
+        if not self.absent:
+            log.info("%s is not served by this cluster; doing without", self.source.name)
+        self.absent = True
+        self._mark_synced(namespace)
 
     def _forbid(self, namespace: str, err: ApiError) -> None:
         if not self.forbidden:
@@ -199,6 +279,9 @@ class Informer(Generic[T]):
                 query,
                 accept=self.source.accept,
                 timeout=WATCH_SECONDS + 30,
+                # Back only once the server answers: a broken watch that merely returned would
+                # report recovery, then loss again on the next attempt, one pair per retry.
+                opened=lambda: self.connectivity.recovered(what),
             ):
                 event = json.loads(line)
                 kind, obj = event.get("type"), event.get("object") or {}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -134,24 +134,40 @@ def _ssl_context(cfg: client.Configuration) -> ssl.SSLContext | bool:
     return context
 
 
+KEEPALIVE_SECONDS = 20.0
+POOL_SIZE = 64
+"""Requests in flight at once: enough to keep the API server busy at 1,000 NimServices, few
+enough that each connection's TLS buffers stay a small part of the operator's memory."""
+
+
 class Kube:
-    def __init__(self, cfg: client.Configuration, pool_size: int = 128) -> None:
+    def __init__(self, cfg: client.Configuration, pool_size: int = POOL_SIZE) -> None:
+        """Up to `pool_size` requests in flight (watches aside, which hold a connection each).
+        An idle connection closes after KEEPALIVE_SECONDS: each holds TLS buffers of about
+        300 KiB, and at rest nothing but the watches needs one."""
         self._cfg = cfg
         self._host = cfg.host.rstrip("/")
         self._proxy = cfg.proxy or None
-        self._connector = aiohttp.TCPConnector(
-            limit=pool_size, ssl=_ssl_context(cfg), keepalive_timeout=120
-        )
+        context = _ssl_context(cfg)
         self._session = aiohttp.ClientSession(
-            connector=self._connector,
+            connector=aiohttp.TCPConnector(
+                limit=pool_size, ssl=context, keepalive_timeout=KEEPALIVE_SECONDS
+            ),
+            trust_env=False,
+            json_serialize=json.dumps,
+        )
+        # Watches have their own pool, without a limit: one per kind and namespace, held for
+        # minutes, they must never queue behind requests or take their slots.
+        self._watch_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ssl=context),
             trust_env=False,
             read_bufsize=2**21,  # one watch event can exceed aiohttp's default line buffer
-            json_serialize=json.dumps,
         )
         self._plurals = dict(_PLURALS)
 
     async def close(self) -> None:
         await self._session.close()
+        await self._watch_session.close()
 
     async def _headers(self, accept: str, content_type: str | None) -> dict[str, str]:
         headers = {"Accept": accept}
@@ -173,8 +189,13 @@ class Kube:
         content_type: str | None = None,
         accept: str = "application/json",
         timeout: float = 30.0,  # noqa: ASYNC109 (a per-request HTTP timeout, not a cancel scope)
+        decode: bool = True,
+        count: bool = True,
     ) -> Obj:
-        metrics.API_REQUESTS.labels(method).inc()
+        """`count=False` leaves out of nimop_api_requests_total a request that reads no state
+        (the /livez heartbeat): that metric is how "no reads at rest" is checked."""
+        if count:
+            metrics.API_REQUESTS.labels(method).inc()
         data = None if body is None else json.dumps(body, separators=(",", ":"))
         if data is not None and content_type is None:
             content_type = "application/json"
@@ -194,7 +215,7 @@ class Kube:
         except (OSError, aiohttp.ClientError, TimeoutError) as err:
             # Transport failures of any kind are one thing to callers: status 0, transient.
             raise ApiError(0, f"{type(err).__name__}: {err}") from None
-        result: Obj = json.loads(raw) if raw else {}
+        result: Obj = json.loads(raw) if raw and decode else {}
         return result
 
     async def stream(
@@ -204,11 +225,14 @@ class Kube:
         *,
         accept: str = "application/json",
         timeout: float,  # noqa: ASYNC109
+        opened: Callable[[], None] | None = None,
     ) -> AsyncIterator[bytes]:
-        """The lines of a streaming response (a watch), until the server ends it."""
+        """The lines of a streaming response (a watch), until the server ends it. `opened` is
+        called once the server has accepted the request, before any line arrives (a quiet
+        watch may send none for minutes)."""
         metrics.API_REQUESTS.labels("WATCH").inc()
         try:
-            async with self._session.get(
+            async with self._watch_session.get(
                 self._host + path,
                 params=query,
                 headers=await self._headers(accept, None),
@@ -217,6 +241,8 @@ class Kube:
             ) as resp:
                 if resp.status >= 400:
                     raise ApiError(resp.status, (await resp.read()).decode(errors="replace"))
+                if opened is not None:
+                    opened()
                 async for line in resp.content:
                     if line.strip():
                         yield line

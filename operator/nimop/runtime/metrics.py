@@ -29,6 +29,11 @@ API_REQUESTS = Counter(
     ["method"],
     registry=REGISTRY,
 )
+HEARTBEATS = Counter(
+    "nimop_api_heartbeats_total",
+    "Reads of the API server's /livez, which tell an outage from a quiet watch",
+    registry=REGISTRY,
+)
 WRITES = Counter(
     "nimop_api_writes_total",
     "Writes to the API server by kind of write",

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from nimop import names
+from nimop.core.meta import ObjectRef
 from nimop.runtime import kube, metrics
 
 log = logging.getLogger(__name__)
@@ -34,35 +36,63 @@ class Outcome:
     """The object as the status patch returned it (fresher than the watch may be)."""
 
 
-def resource_version(body: Obj | None) -> int:
+class Parsed(Protocol):
+    """A watched object parsed at the door (a NimService, a NimCache)."""
+
+    @property
+    def ref(self) -> ObjectRef: ...
+
+
+P = TypeVar("P", bound=Parsed)
+
+
+def version(obj: Parsed) -> int:
     try:
-        return int((body or {}).get("metadata", {}).get("resourceVersion", 0))
-    except (TypeError, ValueError):
+        return int(obj.ref.resource_version)
+    except ValueError:
         return 0
 
 
+def _version_of(body: Obj) -> str:
+    return str((body.get("metadata") or {}).get("resourceVersion", ""))
+
+
 @dataclass
-class _Worker:
-    body: Obj
+class _Worker(Generic[P]):
+    obj: P
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     reconciled_generation: int = -1
 
+    def take(self, body: Obj, parse: Callable[[Obj], P]) -> None:
+        """Keep `body`, parsed, if it is newer; our own status writes echo back through the
+        watch with the version already kept, and are not parsed twice."""
+        if _version_of(body) != self.obj.ref.resource_version:
+            obj = parse(body)
+            if version(obj) >= version(self.obj):
+                self.obj = obj
 
-class Workers:
+
+class Workers(Generic[P]):
     """Tasks run only while `active`: a standby replica keeps the latest objects from the watch,
-    ready to take over, but reconciles nothing."""
+    ready to take over, but reconciles nothing.
+
+    Each body is parsed once, when it arrives (`parse`), and only the typed object is kept: a
+    thousand raw bodies would cost more memory than the rest of what the operator holds, and
+    nothing past the door reads them."""
 
     def __init__(
         self,
-        reconcile: Callable[[Obj], Awaitable[Outcome]],
+        parse: Callable[[Obj], P],
+        reconcile: Callable[[P], Awaitable[Outcome]],
         on_forget: Callable[[str, str], None] | None = None,
         active: bool = True,
         kind: str = names.KIND,
     ) -> None:
+        self._parse = parse
         self._reconcile = reconcile
         self._on_forget = on_forget
-        self._workers: dict[Key, _Worker] = {}
+        self._workers: dict[Key, _Worker[P]] = {}
         self._by_label: dict[Key, set[str]] = defaultdict(set)
         self.active = active
         self.kind = kind
@@ -73,17 +103,16 @@ class Workers:
     def update(self, body: Obj) -> None:
         """Take the latest object from the watch; wake its task when there is work to do."""
         meta = body["metadata"]
-        key = (meta["namespace"], meta["name"])
+        key = (str(meta["namespace"]), str(meta["name"]))
         worker = self._workers.get(key)
         if worker is None:
-            worker = self._workers[key] = _Worker(body)
+            worker = self._workers[key] = _Worker(self._parse(body))
             self._by_label[(key[0], names.dns_label(key[1]))].add(key[1])
             metrics.MANAGED.labels(self.kind).set(len(self._workers))
             self._start(key, worker)
             return
-        if resource_version(body) >= resource_version(worker.body):
-            worker.body = body
-        if int(meta.get("generation", 0)) != worker.reconciled_generation:
+        worker.take(body, self._parse)
+        if worker.obj.ref.generation != worker.reconciled_generation:
             worker.wake.set()
 
     def wake(self, namespace: str, name: str) -> None:
@@ -97,7 +126,7 @@ class Workers:
         for name in self._by_label.get((namespace, label), ()):
             self.wake(namespace, name)
 
-    def _start(self, key: Key, worker: _Worker) -> None:
+    def _start(self, key: Key, worker: _Worker[P]) -> None:
         if self.active and worker.task is None:
             worker.reconciled_generation = -1
             worker.task = asyncio.create_task(
@@ -117,7 +146,7 @@ class Workers:
             await self._stop(worker)
 
     @staticmethod
-    async def _stop(worker: _Worker) -> None:
+    async def _stop(worker: _Worker[Any]) -> None:
         if worker.task is not None:
             worker.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -140,30 +169,35 @@ class Workers:
         for namespace, name in list(self._workers):
             await self.remove(namespace, name)
 
-    async def _run(self, key: Key, worker: _Worker) -> None:
+    async def _run(self, key: Key, worker: _Worker[P]) -> None:
         failures = 0
         while True:
             worker.wake.clear()
-            body = worker.body
+            obj = worker.obj
+            started = time.perf_counter()
             try:
-                outcome = await self._reconcile(body)
+                outcome = await self._reconcile(obj)
+                metrics.RECONCILES.labels("ok").inc()
                 delay = outcome.requeue_after
                 failures = 0
-                worker.reconciled_generation = int(body["metadata"].get("generation", 0))
-                if outcome.body is not None and resource_version(outcome.body) >= resource_version(
-                    worker.body
-                ):
-                    worker.body = outcome.body
+                worker.reconciled_generation = obj.ref.generation
+                if outcome.body is not None:
+                    worker.take(outcome.body, self._parse)
             except asyncio.CancelledError:
                 raise
             except kube.ApiError as err:
+                metrics.RECONCILES.labels("error").inc()
+                metrics.ERRORS.labels("api" if err.transient else "rejected").inc()
                 failures += 1
                 delay = min(2.0**failures, MAX_BACKOFF)
                 log.warning("%s/%s: API error, retrying in %.0fs: %s", *key, delay, err)
             except Exception:
+                metrics.RECONCILES.labels("error").inc()
+                metrics.ERRORS.labels("internal").inc()
                 failures += 1
                 delay = min(2.0**failures, MAX_BACKOFF)
                 log.exception("%s/%s: reconcile failed, retrying in %.0fs", *key, delay)
+            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
             metrics.tick()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(worker.wake.wait(), timeout=delay)
