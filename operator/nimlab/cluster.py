@@ -179,6 +179,18 @@ class Cluster:
             self.kubectl("apply", "--server-side", flag, str(path))
         wait_established(self.kubectl, crd_names(*paths), timeout)
 
+    def create_namespace(self, name: str, ngc_api_key: str | None = None) -> None:
+        """A namespace ready for pods (its default ServiceAccount exists), with an `ngc-api`
+        Secret holding NGC_API_KEY when a key is given."""
+        self.kubectl("create", "namespace", name)
+        # The controller-manager creates the ServiceAccount; pods cannot be created before it.
+        self.kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=60s")
+        if ngc_api_key is not None:
+            self.kubectl(
+                "create", "secret", "generic", "ngc-api", "-n", name,
+                f"--from-literal=NGC_API_KEY={ngc_api_key}",
+            )  # fmt: skip
+
     def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> str:
         """Run the lab's own kubectl against this cluster; returns stdout."""
         out = subprocess.run(

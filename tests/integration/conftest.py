@@ -54,9 +54,7 @@ def _lab_alive(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture
 def namespace(lab: Cluster) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:8]}"
-    lab.kubectl("create", "namespace", name)
-    # Pods need the namespace's default ServiceAccount, which the controller-manager creates.
-    lab.kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=30s")
+    lab.create_namespace(name)
     yield name
     lab.kubectl("delete", "namespace", name, "--wait=false", check=False)
 

@@ -58,8 +58,7 @@ def kop(klab: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ope
 @pytest.fixture
 def kk(klab: Cluster) -> Iterator[Kubectl]:
     name = f"t-{uuid.uuid4().hex[:8]}"
-    klab.kubectl("create", "namespace", name)
-    klab.kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=30s")
+    klab.create_namespace(name)
     kubectl = Kubectl(klab, name)
     kubectl.secrets()
     yield kubectl

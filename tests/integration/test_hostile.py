@@ -666,8 +666,7 @@ def operator(
 
 def new_namespace(lab: Cluster, group: str) -> Kubectl:
     name = f"h-{group}-{uuid.uuid4().hex[:6]}"
-    lab.kubectl("create", "namespace", name)
-    lab.kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=30s")
+    lab.create_namespace(name)
     k = Kubectl(lab, name)
     k.secrets()
     return k

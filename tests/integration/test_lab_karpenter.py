@@ -83,8 +83,7 @@ def kcustom(kapi: Any) -> Any:
 @pytest.fixture
 def ns(klab: Cluster) -> Iterator[str]:
     name = f"k-{uuid.uuid4().hex[:8]}"
-    klab.kubectl("create", "namespace", name)
-    klab.kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=30s")
+    klab.create_namespace(name)
     yield name
     klab.kubectl("delete", "namespace", name, "--wait=false", check=False)
 

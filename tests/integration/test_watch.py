@@ -26,8 +26,7 @@ SLOW = {"NIMOP_PROBE_INTERVAL_FAST": "30", "NIMOP_PROBE_INTERVAL_STEADY": "60"}
 @pytest.fixture(scope="module")
 def watched_ns(lab: Cluster) -> Iterator[str]:
     name = f"w-{uuid.uuid4().hex[:8]}"
-    lab.kubectl("create", "namespace", name)
-    lab.kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=30s")
+    lab.create_namespace(name)
     yield name
     lab.kubectl("delete", "namespace", name, "--wait=false", check=False)
 

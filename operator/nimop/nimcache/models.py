@@ -9,7 +9,6 @@ same check in Python, so the operator refuses exactly what `kubectl apply` would
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
@@ -18,7 +17,6 @@ from nimop import names
 from nimop.core import apitypes, k8s
 from nimop.core.apitypes import Condition, Image, Model, ObjectName, Proxy, Resources, StatusModel
 from nimop.core.k8s import INT32_MAX, Rule
-from nimop.core.meta import ObjectRef
 
 KIND = names.NIMCACHE_KIND
 PLURAL = names.NIMCACHE_PLURAL
@@ -269,19 +267,12 @@ class NimCacheStatus(StatusModel):
 # -- the object, parsed once at the door ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class NimCache:
-    """A NimCache as the pipeline sees it: metadata, the spec (or why it cannot be read), and
-    the status the operator wrote last."""
+class NimCache(apitypes.Parsed[NimCacheSpec, NimCacheStatus]):
+    """A NimCache as its pipeline sees it (apitypes.Parsed)."""
 
-    ref: ObjectRef
-    spec: NimCacheSpec | None
-    invalid: str | None
-    status: NimCacheStatus
-    raw_status: dict[str, Any]
-    """The stored status as it is, for computing the status patch."""
+    STATUS = NimCacheStatus
 
 
 def parse(body: dict[str, Any]) -> NimCache:
     """Never raises for a body the API server sent: a spec that cannot be read is reported."""
-    return NimCache(*apitypes.read(body, NimCacheSpec, NimCacheStatus))
+    return NimCache(*apitypes.read(body, NimCacheSpec))

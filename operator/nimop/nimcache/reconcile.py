@@ -23,7 +23,7 @@ from nimop import names
 from nimop.core import children, pods, render
 from nimop.nimcache import models, params, status
 from nimop.runtime import apply, events, kube, metrics
-from nimop.runtime.cluster import Cluster, OwnedCache
+from nimop.runtime.cluster import Cluster
 from nimop.runtime.references import CLAIMS, CONFIG_MAPS, Reference, References, ref
 from nimop.runtime.workers import Outcome
 from nimop.settings import Settings
@@ -75,22 +75,6 @@ def observe(cluster: Cluster, obj: models.NimCache, claim_name: str | None) -> O
     if claim is not None and claim.controller_uid != uid:
         claim = None
     return Observed(claim, jobs, facts)
-
-
-def lookup(cluster: Cluster, namespace: str) -> apply.Lookup:
-    caches: dict[tuple[str, str], OwnedCache[Any]] = {
-        ("batch/v1", "Job"): cluster.jobs,
-        ("v1", "PersistentVolumeClaim"): cluster.claims,
-    }
-
-    def find(k: apply.ChildKey) -> apply.Live:
-        cache = caches.get((k[0], k[1]))
-        if cache is None:
-            return apply.UNCACHED
-        found: children.ChildFacts | None = cache.get(namespace, k[2])
-        return found
-
-    return find
 
 
 def references(spec: models.NimCacheSpec) -> list[Reference]:
@@ -179,7 +163,7 @@ async def reconcile(ctx: Context, obj: models.NimCache) -> Outcome:
         return [*jobs, *cluster.claims.owned(ns, names.LABEL_NIMCACHE, label)]
 
     try:
-        await ctx.applier.apply(obj.ref, objects, lookup(cluster, ns), prunable)
+        await ctx.applier.apply(obj.ref, objects, cluster.lookup(ns), prunable)
     except (apply.NameConflictError, kube.ApiError) as err:
         reason, message = apply.refusal(err, "NimCache")
         return await finish(ctx, obj, replace(snap, invalid=message, invalid_reason=reason))

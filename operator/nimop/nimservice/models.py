@@ -10,7 +10,6 @@ Git wrote it (the one exception is `replicas`, which the scale subresource needs
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -31,7 +30,6 @@ from nimop.core.apitypes import (
 )
 from nimop.core.apitypes import StatusModel as Status
 from nimop.core.k8s import INT32_MAX, Rule
-from nimop.core.meta import ObjectRef
 
 LABEL_VALUE_PATTERN = k8s.LABEL_VALUE_PATTERN
 DNS_SUBDOMAIN_PATTERN = k8s.DNS_SUBDOMAIN_PATTERN
@@ -700,19 +698,12 @@ class NimServiceStatus(Status):
 # -- the object, parsed once at the door -----------------------------------------------------
 
 
-@dataclass(frozen=True)
-class NimService:
-    """A NimService as the pipeline sees it: metadata, the spec (or why it cannot be read),
-    and the status the operator wrote last."""
+class NimService(apitypes.Parsed[NimServiceSpec, NimServiceStatus]):
+    """A NimService as its pipeline sees it (apitypes.Parsed)."""
 
-    ref: ObjectRef
-    spec: NimServiceSpec | None
-    invalid: str | None
-    status: NimServiceStatus
-    raw_status: dict[str, Any]
-    """The stored status as it is, for computing the status patch."""
+    STATUS = NimServiceStatus
 
 
 def parse(body: dict[str, Any]) -> NimService:
     """Never raises for a body the API server sent: a spec that cannot be read is reported."""
-    return NimService(*apitypes.read(body, NimServiceSpec, NimServiceStatus))
+    return NimService(*apitypes.read(body, NimServiceSpec))

@@ -30,7 +30,7 @@ from nimop.core.conditions import Event, seconds_since
 from nimop.core.probes import ProbeResult
 from nimop.nimservice import models, params, policy, rollout, status, validate
 from nimop.runtime import apply, events, gates, kube, metrics
-from nimop.runtime.cluster import Cluster, OwnedCache
+from nimop.runtime.cluster import Cluster
 from nimop.runtime.probe import Prober
 from nimop.runtime.references import CLAIMS, CONFIG_MAPS, References, ref
 from nimop.runtime.workers import Outcome
@@ -127,24 +127,6 @@ def observe(cluster: Cluster, obj: models.NimService) -> Observed:
     cache_ref = spec.cache.nim_cache if spec and spec.cache else None
     cache = cluster.nimcaches.get(ns, cache_ref.name) if cache_ref else None
     return Observed(deployment, owned_sets, facts, services, cache)
-
-
-def lookup(cluster: Cluster, namespace: str) -> apply.Lookup:
-    caches: dict[tuple[str, str], OwnedCache[Any]] = {
-        ("apps/v1", "Deployment"): cluster.deployments,
-        ("v1", "Service"): cluster.services,
-        ("policy/v1", "PodDisruptionBudget"): cluster.disruption_budgets,
-        ("v1", "PersistentVolumeClaim"): cluster.claims,
-    }
-
-    def find(k: apply.ChildKey) -> apply.Live:
-        cache = caches.get((k[0], k[1]))
-        if cache is None:
-            return apply.UNCACHED
-        found: children.ChildFacts | None = cache.get(namespace, k[2])
-        return found
-
-    return find
 
 
 def references(spec: models.NimServiceSpec) -> list[Any]:
@@ -262,7 +244,9 @@ async def reconcile(ctx: Context, obj: models.NimService) -> Outcome:
     max_age = (
         ctx.settings.probe_interval_steady if previous_steady else ctx.settings.probe_interval_fast
     )
-    probes = await ctx.prober.observe(ns, name, targets, params.API_PORT, max_age)
+    probes = await ctx.prober.observe(
+        ns, name, targets, params.API_PORT, max_age, ctx.settings.probe_interval_steady
+    )
     metrics.WRITES.labels("gate").inc(await gates.sync(ctx.api, ns, facts, probes, now))
 
     inputs = _inputs(obj, seen, probes)
@@ -422,7 +406,7 @@ async def _judge_and_apply(
     try:
         plan = render.plan(final, params.RESOURCE, _templates(ctx))
         if not rolling_back and not ctx.applier.pending(
-            obj.ref, plan, lookup(cluster, ns), prunable
+            obj.ref, plan, cluster.lookup(ns), prunable
         ):
             snap = replace(snap, rollout=decision.status, live_revision=decision.apply_revision)
             return await finish(ctx, obj, snap, decision.events)
@@ -443,7 +427,7 @@ async def _judge_and_apply(
             ]
 
     try:
-        await ctx.applier.apply(obj.ref, objects, lookup(cluster, ns), prunable)
+        await ctx.applier.apply(obj.ref, objects, cluster.lookup(ns), prunable)
     except apply.NameConflictError as err:
         # Found before anything was sent: no rollout began.
         reason, message = apply.refusal(err, "NimService")

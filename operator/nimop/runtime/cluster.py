@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 from nimop import names
 from nimop.core import autoscale, capacity, children, pods
+from nimop.runtime import apply
 from nimop.runtime.informer import Connectivity, Informer, Key, Source
 from nimop.runtime.kube import Kube
 
@@ -153,6 +154,13 @@ class Cluster:
             "persistentvolumeclaims", "/api/v1", children.claim
         )
         self.jobs: OwnedCache[children.JobFacts] = owned("jobs", "/apis/batch/v1", children.job)
+        self._children: dict[tuple[str, str], OwnedCache[Any]] = {
+            ("apps/v1", "Deployment"): self.deployments,
+            ("v1", "Service"): self.services,
+            ("policy/v1", "PodDisruptionBudget"): self.disruption_budgets,
+            ("v1", "PersistentVolumeClaim"): self.claims,
+            ("batch/v1", "Job"): self.jobs,
+        }
         # NimCaches themselves, as their consumers read them (the NimService pipeline).
         self._nimcache_listeners: list[Waker] = []
         self.nimcaches: Informer[children.NimCacheFacts] = Informer(
@@ -223,6 +231,19 @@ class Cluster:
                 on_change=self._gpu_changed,
                 connectivity=self.connectivity,
             )
+
+    def lookup(self, namespace: str) -> apply.Lookup:
+        """The applier's view of live children in `namespace`, from the watch caches: a kind
+        no cache holds is UNCACHED (the applier then writes without comparing)."""
+
+        def find(k: apply.ChildKey) -> apply.Live:
+            cache = self._children.get((k[0], k[1]))
+            if cache is None:
+                return apply.UNCACHED
+            found: children.ChildFacts | None = cache.get(namespace, k[2])
+            return found
+
+        return find
 
     # -- wiring --------------------------------------------------------------------------------
 

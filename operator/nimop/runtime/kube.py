@@ -193,7 +193,12 @@ class Kube:
         count: bool = True,
     ) -> Obj:
         """`count=False` leaves out of nimop_api_requests_total a request that reads no state
-        (the /livez heartbeat): that metric is how "no reads at rest" is checked."""
+        (the /livez heartbeat): that metric is how "no reads at rest" is checked.
+
+        `timeout` bounds the connection and each read, not the wait for a free connection of
+        the pool: while a thousand NimServices converge a request may queue for longer than
+        the API server takes to answer it, and a total time-out cancelled such requests on the
+        server half done (504 "context canceled"), each retried, which only added load."""
         if count:
             metrics.API_REQUESTS.labels(method).inc()
         data = None if body is None else json.dumps(body, separators=(",", ":"))
@@ -207,7 +212,7 @@ class Kube:
                 data=data,
                 headers=await self._headers(accept, content_type),
                 proxy=self._proxy,
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                timeout=aiohttp.ClientTimeout(sock_connect=timeout, sock_read=timeout),
             ) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:

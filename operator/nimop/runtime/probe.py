@@ -55,7 +55,9 @@ class DirectTransport:
     against every pooled connection on each state change, so the cost per request grows with
     pool size times concurrency (measured: 99 probes/s with one 64-connection client against 200
     replicas, 25 with 512). Small pools, with each pod always served by the same one, keep every
-    lookup short while each pod keeps a warm keep-alive connection (233 probes/s)."""
+    lookup short while each pod keeps a warm keep-alive connection (233 probes/s). Beyond 256
+    replicas, rounds reuse fewer connections: measured at 1,000 replicas, 2,048 connections
+    (one per replica) cost 40 MiB more and saved no CPU at rest."""
 
     def __init__(self, timeout: float, connections: int = 256, shards: int = 32) -> None:
         per_shard = max(2, connections // shards)
@@ -175,9 +177,16 @@ class Prober:
         targets: Iterable[tuple[pods.PodFacts, str]],
         port: int,
         max_age: float,
+        waiting_max_age: float | None = None,
     ) -> dict[str, ProbeResult]:
         """Results for (pod, expected model) pairs, probing only the stale ones; keyed by pod
-        name. Pods not among the targets are forgotten."""
+        name. Pods not among the targets are forgotten.
+
+        A replica whose container the kubelet does not call ready yet (downloading, loading)
+        keeps its result for `waiting_max_age`: the kubelet's own startup and readiness probes
+        change the pod when the NIM opens its port or turns ready, which makes the result stale
+        at once. Probing a thousand cold replicas every few seconds would only confirm that
+        they still download."""
         now = self._clock()
         old = self._entries.get((namespace, owner), {})
         fresh: dict[str, _Entry] = {}
@@ -185,7 +194,8 @@ class Prober:
         for pod, model in targets:
             entry = old.get(pod.uid or pod.name)
             fingerprint = (*pod.fingerprint, model)
-            if entry is not None and entry.fingerprint == fingerprint and now - entry.at < max_age:
+            age = max_age if pod.container_ready else (waiting_max_age or max_age)
+            if entry is not None and entry.fingerprint == fingerprint and now - entry.at < age:
                 fresh[pod.uid or pod.name] = entry
             else:
                 due.append(

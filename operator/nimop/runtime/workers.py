@@ -173,31 +173,43 @@ class Workers(Generic[P]):
         failures = 0
         while True:
             worker.wake.clear()
-            obj = worker.obj
-            started = time.perf_counter()
+            delay, failures = await self._pass(key, worker, failures)
+            # A timer that sets the wake event, rather than wait_for: no second task per
+            # sleeping worker.
+            timer = asyncio.get_running_loop().call_later(delay, worker.wake.set)
             try:
-                outcome = await self._reconcile(obj)
-                metrics.RECONCILES.labels("ok").inc()
-                delay = outcome.requeue_after
-                failures = 0
-                worker.reconciled_generation = obj.ref.generation
-                if outcome.body is not None:
-                    worker.take(outcome.body, self._parse)
-            except asyncio.CancelledError:
-                raise
-            except kube.ApiError as err:
-                metrics.RECONCILES.labels("error").inc()
-                metrics.ERRORS.labels("api" if err.transient else "rejected").inc()
-                failures += 1
-                delay = min(2.0**failures, MAX_BACKOFF)
-                log.warning("%s/%s: API error, retrying in %.0fs: %s", *key, delay, err)
-            except Exception:
-                metrics.RECONCILES.labels("error").inc()
-                metrics.ERRORS.labels("internal").inc()
-                failures += 1
-                delay = min(2.0**failures, MAX_BACKOFF)
-                log.exception("%s/%s: reconcile failed, retrying in %.0fs", *key, delay)
-            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
-            metrics.tick()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(worker.wake.wait(), timeout=delay)
+                await worker.wake.wait()
+            finally:
+                timer.cancel()
+
+    async def _pass(self, key: Key, worker: _Worker[P], failures: int) -> tuple[float, int]:
+        """One pass, and how long to sleep after it. A function of its own so that nothing it
+        read (the object, the status write's response) stays referenced while a thousand
+        tasks sleep."""
+        obj = worker.obj
+        started = time.perf_counter()
+        try:
+            outcome = await self._reconcile(obj)
+            metrics.RECONCILES.labels("ok").inc()
+            delay = outcome.requeue_after
+            failures = 0
+            worker.reconciled_generation = obj.ref.generation
+            if outcome.body is not None:
+                worker.take(outcome.body, self._parse)
+        except asyncio.CancelledError:
+            raise
+        except kube.ApiError as err:
+            metrics.RECONCILES.labels("error").inc()
+            metrics.ERRORS.labels("api" if err.transient else "rejected").inc()
+            failures += 1
+            delay = min(2.0**failures, MAX_BACKOFF)
+            log.warning("%s/%s: API error, retrying in %.0fs: %s", *key, delay, err)
+        except Exception:
+            metrics.RECONCILES.labels("error").inc()
+            metrics.ERRORS.labels("internal").inc()
+            failures += 1
+            delay = min(2.0**failures, MAX_BACKOFF)
+            log.exception("%s/%s: reconcile failed, retrying in %.0fs", *key, delay)
+        metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        metrics.tick()
+        return delay, failures
