@@ -1,21 +1,25 @@
-"""`python -m bench [pure|probes|scale]...`: run benchmarks and print their numbers.
+"""`python -m bench [pure|probes|cache|scale|runner]...`: run benchmarks and print their numbers.
 
-BENCH_SCALE sets how many NimServices the scale benchmark creates (default 100).
+The scale benchmark reads BENCH_SCALE (NimService counts, default "100,300,1000"),
+BENCH_IDLE_SECONDS (default 180) and BENCH_LATENCY_SAMPLES (default 20); the pod runner
+benchmark BENCH_RUNNER_PODS (default 1000) and the other BENCH_RUNNER_* (see bench.runner); the
+cache benchmark BENCH_DOWNLOAD_SECONDS (default 20).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable
 
-from bench import probes, pure, scale
+from bench import cache, probes, pure, runner, scale
 
 SUITES: dict[str, Callable[[], dict[str, float]]] = {
     "pure": pure.run,
     "probes": probes.run,
-    "scale": lambda: scale.run(count=int(os.environ.get("BENCH_SCALE", "100"))),
+    "cache": cache.run,
+    "scale": scale.run,
+    "runner": runner.run,
 }
 
 
@@ -31,7 +35,7 @@ def main(argv: list[str]) -> int:
         print(f"\n== {name} ({time.monotonic() - start:.0f}s)")
         for key, value in results.items():
             shown = f"{value:.3f}" if isinstance(value, float) and value < 10 else f"{value:.0f}"
-            print(f"  {key:<48} {shown:>10}")
+            print(f"  {key:<60} {shown:>10}")
     return 0
 
 
