@@ -22,7 +22,7 @@ from typing import Any
 from nimop import names
 from nimop.core import children, pods, render
 from nimop.nimcache import models, params, status
-from nimop.runtime import apply, events, kube, metrics
+from nimop.runtime import apply, kube, metrics, statuswrite
 from nimop.runtime.cluster import Cluster
 from nimop.runtime.references import CLAIMS, CONFIG_MAPS, Reference, References, ref
 from nimop.runtime.workers import Outcome
@@ -94,22 +94,17 @@ def templates(ctx: Context) -> Path:
 
 async def finish(ctx: Context, obj: models.NimCache, snap: status.Snapshot) -> Outcome:
     """Compute status, write it if it changed, post Events for what changed."""
-    new = status.compute(snap, obj.status)
-    patch = status.merge_patch(obj.raw_status, status.to_api(new))
-    fresh: Obj | None = None
-    ref_ = obj.ref
-    if patch:
-        path = (
-            f"/apis/{names.API_VERSION}/namespaces/{ref_.namespace}"
-            f"/{models.PLURAL}/{ref_.name}/status"
-        )
-        fresh = await ctx.api.request(
-            "PATCH", path, body={"status": patch}, content_type=kube.MERGE_PATCH
-        )
-        metrics.WRITES.labels("status").inc()
-    to_post = status.transitions(obj.status, new)
-    if to_post:
-        metrics.WRITES.labels("event").inc(await events.post(ctx.api, ref_, to_post, snap.now))
+    prev = obj.status
+    new = status.compute(snap, prev)
+    fresh = await statuswrite.write(
+        ctx.api,
+        obj.ref,
+        models.PLURAL,
+        obj.raw_status,
+        status.to_api(new),
+        status.transitions(prev, new),
+        snap.now,
+    )
     interval = (
         ctx.settings.probe_interval_steady
         if status.steady(new)

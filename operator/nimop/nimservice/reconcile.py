@@ -29,7 +29,7 @@ from nimop.core.capacity import PlacementRequest
 from nimop.core.conditions import Event, seconds_since
 from nimop.core.probes import ProbeResult
 from nimop.nimservice import models, params, policy, rollout, status, validate
-from nimop.runtime import apply, events, gates, kube, metrics
+from nimop.runtime import apply, gates, kube, metrics, statuswrite
 from nimop.runtime.cluster import Cluster
 from nimop.runtime.probe import Prober
 from nimop.runtime.references import CLAIMS, CONFIG_MAPS, References, ref
@@ -190,23 +190,18 @@ async def finish(
     extra_events: tuple[Event, ...] = (),
 ) -> tuple[Outcome, models.NimServiceStatus]:
     """Compute status, write it if it changed, post Events for what changed."""
-    new = status.compute(snap, obj.status)
-    patch = status.merge_patch(obj.raw_status, status.to_api(new))
-    fresh: Obj | None = None
+    prev = obj.status
+    new = status.compute(snap, prev)
     ref_ = obj.ref
-    if patch:
-        path = (
-            f"/apis/{names.API_VERSION}/namespaces/{ref_.namespace}"
-            f"/{names.PLURAL}/{ref_.name}/status"
-        )
-        fresh = await ctx.api.request(
-            "PATCH", path, body={"status": patch}, content_type=kube.MERGE_PATCH
-        )
-        metrics.WRITES.labels("status").inc()
-    to_post = list(extra_events) + status.transitions(obj.status, new)
-    if to_post:
-        posted = await events.post(ctx.api, ref_, to_post, snap.now)
-        metrics.WRITES.labels("event").inc(posted)
+    fresh = await statuswrite.write(
+        ctx.api,
+        ref_,
+        names.PLURAL,
+        obj.raw_status,
+        status.to_api(new),
+        [*extra_events, *status.transitions(prev, new)],
+        snap.now,
+    )
     ready = new.condition("Ready")
     metrics.READY.labels(ref_.namespace, ref_.name).set(
         1 if ready and ready.status == "True" else 0
