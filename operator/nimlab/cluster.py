@@ -228,6 +228,7 @@ class Cluster:
             if self.karpenter is not None:
                 self._start_karpenter(deadline)
             self._wait_controllers(deadline)
+            self._warm_ip_pool(deadline)
             if self.with_runner:
                 self._wait_runner(deadline)
         except BaseException:
@@ -550,6 +551,40 @@ class Cluster:
                 *self.runner_args,
             ],
         )
+
+    def _warm_ip_pool(self, deadline: float) -> None:
+        """Give one pod an address before any workload arrives.
+
+        kwok (v0.8.0, PodController.ipPool) creates a CIDR's address pool when it first needs
+        it, with a load and then a separate store: pods that get their addresses at that same
+        moment each create a pool of their own and receive the same first address (seen with a
+        thousand pods created at once: two pods on 127.1.0.1, one of them crash-looping on the
+        address in use). Once this pod has an address the pool exists, and every later pod
+        draws from that one pool."""
+        name = "nimlab-ip-warmup"
+        path = "/api/v1/namespaces/default/pods"
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {
+                "nodeName": self.topology.nodes()[0]["metadata"]["name"],
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": False,
+                "terminationGracePeriodSeconds": 0,
+                "containers": [{"name": "warmup", "image": "registry.k8s.io/pause:3.10"}],
+            },
+        }
+        with self.api() as api:
+            resp = api.post(path, json=pod)
+            if resp.status_code not in (201, 409):
+                raise LabError(f"creating the IP pool warm-up pod: {resp.text}")
+            self._wait(
+                "the first pod address",
+                lambda: bool(api.get(f"{path}/{name}").json().get("status", {}).get("podIP")),
+                deadline,
+            )
+            api.delete(f"{path}/{name}", params={"gracePeriodSeconds": "0"})
 
     def _wait_runner(self, deadline: float) -> None:
         self._wait("pod runner", self._runner_file.exists, deadline)

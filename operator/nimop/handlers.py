@@ -22,7 +22,7 @@ from nimop import names
 from nimop.nimcache import models as cache_models
 from nimop.nimcache import reconcile as cache_reconcile
 from nimop.nimservice import models, reconcile
-from nimop.runtime import apply, kube, leader, memory, metrics, probe
+from nimop.runtime import apply, gates, kube, leader, memory, metrics, probe
 from nimop.runtime.cluster import Cluster
 from nimop.runtime.references import References
 from nimop.runtime.workers import Outcome, Workers
@@ -94,6 +94,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         applier=apply.Applier(api),
         references=References(api),
         settings=config,
+        gates=gates.Gates(api),
     )
 
     def forget(namespace: str, name: str) -> None:
@@ -161,13 +162,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
 async def _heartbeat() -> None:
     """/healthz proves the event loop still runs, also when there is nothing to reconcile; once
-    a minute, memory freed since is given back to the system (runtime/memory.py)."""
+    a minute, memory freed since is given back to the system if there is any (runtime/memory.py)."""
+    trimmer = memory.Trimmer()
     beats = 0
     while True:
         metrics.tick()
         beats += 1
         if beats % 6 == 0:
-            memory.trim()
+            trimmer.maybe_trim()
         await asyncio.sleep(10)
 
 

@@ -44,8 +44,16 @@ class Settings(BaseModel):
     """Namespaces to watch; empty means all (cluster-wide)."""
     probe_interval_fast: float = Field(default=5.0, gt=0)
     """Seconds between passes while a NimService is not Ready or is rolling out."""
-    probe_interval_steady: float = Field(default=30.0, gt=0)
-    """Seconds between passes while it is Ready and steady."""
+    probe_interval_steady: float = Field(default=60.0, gt=0)
+    """Seconds between probes of a Ready, steady NimService's replicas. The kubelet's own
+    readiness probe and the pod watch report a failing replica in a fraction of a second; this
+    probe adds what only the NIM API can tell (which model it serves), which changes only when
+    the process restarts, and a restart changes the pod."""
+    status_coalesce_seconds: float = Field(default=5.0, ge=0)
+    """Least seconds between two status writes of one NimService that only report progress
+    (a reason or message, replica counts). What tools act on is written at once: a new
+    observedGeneration, any condition's status, a Stalled reason, the rollout. 0: every
+    change at once."""
     probe_timeout: float = Field(default=2.0, gt=0)
     probe_concurrency: int = Field(default=64, ge=1)
     probe_mode: Literal["direct", "proxy"] = "direct"

@@ -290,7 +290,7 @@ def test_default_render_is_cluster_wide_and_locked_down(helm: Helm) -> None:
     assert env["NIMOP_HTTP_ADDRESS"] == "0.0.0.0:8080"
     assert env["NIMOP_PROBE_MODE"] == "direct"
     assert env["NIMOP_PROBE_INTERVAL_FAST"] == "5"
-    assert env["NIMOP_PROBE_INTERVAL_STEADY"] == "30"
+    assert env["NIMOP_PROBE_INTERVAL_STEADY"] == "60"
     assert env["NIMOP_LEADER_ELECTION"] == "true"
     assert env["NIMOP_LEASE_NAME"] == "t-nimop"
     assert env["NIMOP_LEASE_NAMESPACE"] == "fieldRef:metadata.namespace"

@@ -41,7 +41,7 @@ def target(port_owner: str = "p", restarts: int = 0) -> pods.PodFacts:
 
 @pytest.fixture
 async def prober() -> AsyncIterator[Prober]:
-    p = Prober(DirectTransport(timeout=1.0, connections=8, shards=2), concurrency=4)
+    p = Prober(DirectTransport(timeout=1.0), concurrency=4)
     yield p
     await p.aclose()
 
@@ -197,3 +197,21 @@ async def test_proxy_transport_maps_statuses_and_unreachable_pods() -> None:
     prober = Prober(ProxyTransport(StubKube(refused), 1.0))  # type: ignore[arg-type]
     result = await prober.probe_pod("ai", target(), 8000, MODEL)
     assert result.verdict == "Refused"
+
+
+async def test_a_replica_keeps_its_connection_and_a_gone_one_is_closed() -> None:
+    sims = [await start(NIMSIM_LOAD_DELAY="0", NIM_SERVED_MODEL_NAME=MODEL) for _ in range(2)]
+    transport = DirectTransport(timeout=1.0, idle_seconds=0.2)
+    try:
+        first = await transport.get("ns", target(), sims[0].port, "/v1/models")
+        pool = transport._pool(f"127.0.0.1:{sims[0].port}").transport
+        await transport.get("ns", target(), sims[0].port, "/v1/models")
+        assert first[0] == 200
+        assert len(pool._pool.connections) == 1, "the second probe reused the first connection"
+        await asyncio.sleep(0.3)
+        await transport.get("ns", target(), sims[1].port, "/v1/models")
+        assert list(transport._pools) == [f"127.0.0.1:{sims[1].port}"], "the idle pool closed"
+    finally:
+        await transport.aclose()
+        for s in sims:
+            await s.stop()

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -650,3 +651,26 @@ def test_describe_exposes_every_parameter() -> None:
     described = render.describe(p)
     assert described["deployment_name"] == "llama"
     assert set(described) == set(params.Params.__dataclass_fields__)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": 1.5, "b": 1e-05, "c": float("inf")},
+        {1: "int key"},
+        {"k" * 2000: "long key"},
+        ["émoji 🙂", "del \x7f"],
+        [[[[[[{"deep": True}]]]]]],
+        {"plain": ["ascii", 1, True, None, {"nested": "x"}]},
+    ],
+    ids=["floats", "int-key", "long-key", "non-ascii", "deep", "plain"],
+)
+def test_y_filter_reads_back_whichever_way_it_writes(value: Any) -> None:
+    assert yaml.load(str(render.to_yaml(value)), Loader=yaml.CSafeLoader) == value
+
+
+def test_params_that_differ_anywhere_render_apart() -> None:
+    base = build(MINIMAL)
+    other = replace(base, env=[*base.env, {"name": "X", "value": "1"}])
+    assert render.plan(base, params.RESOURCE) != render.plan(other, params.RESOURCE)
+    assert render.plan(replace(base), params.RESOURCE) == render.plan(base, params.RESOURCE)

@@ -91,7 +91,7 @@ class TestStart:
         assert d.status.phase == "Progressing"
         assert d.strategy == params.SURGE
         assert d.apply_revision == "new"
-        assert [e.reason for e in d.events] == ["RolloutStarted"]
+        assert d.events == (), "a first deployment's Event is Ready, posted from the status"
 
     def test_update_with_spare_gpu_surges(self) -> None:
         prev = progressing("old").model_copy(
@@ -170,6 +170,19 @@ class TestProgress:
         assert d.status.phase == "Complete"
         assert d.status.last_good_revision == "new"
         assert [e.reason for e in d.events] == ["RolloutComplete"]
+
+    def test_a_first_deployment_completes_without_an_event_of_its_own(self) -> None:
+        h = health(pod("a", "new"), probes=serving("a"))
+        d = rollout.decide(
+            inputs(
+                prev=progressing(last_good=None),
+                live_revision="new",
+                deployment_settled=True,
+                health=h,
+            )
+        )
+        assert d.status.phase == "Complete"
+        assert d.events == ()
 
     def test_complete_is_sticky(self) -> None:
         prev = progressing().model_copy(update={"phase": "Complete", "last_good_revision": "new"})

@@ -15,7 +15,7 @@ def test_defaults() -> None:
     assert settings == Settings()
     assert settings.namespaces == ()
     assert settings.probe_interval_fast == 5.0
-    assert settings.probe_interval_steady == 30.0
+    assert settings.probe_interval_steady == 60.0
     assert settings.probe_timeout == 2.0
     assert settings.probe_concurrency == 64
     assert settings.probe_mode == "direct"
@@ -54,7 +54,7 @@ def test_numbers_strings_and_paths_parse() -> None:
     settings = Settings.from_env(
         {
             "NIMOP_PROBE_INTERVAL_FAST": "2.5",
-            "NIMOP_PROBE_INTERVAL_STEADY": "60",
+            "NIMOP_PROBE_INTERVAL_STEADY": "90",
             "NIMOP_PROBE_TIMEOUT": "0.5",
             "NIMOP_PROBE_CONCURRENCY": "8",
             "NIMOP_PROBE_MODE": "proxy",
@@ -70,7 +70,7 @@ def test_numbers_strings_and_paths_parse() -> None:
         }
     )
     assert settings.probe_interval_fast == 2.5
-    assert settings.probe_interval_steady == 60.0
+    assert settings.probe_interval_steady == 90.0
     assert settings.probe_timeout == 0.5
     assert settings.probe_concurrency == 8
     assert settings.probe_mode == "proxy"

@@ -417,3 +417,56 @@ def test_waiting_for_a_nimcache_is_reconciling() -> None:
     assert c["Ready"] == ("False", "CacheNotReady")
     assert c["Reconciling"][0] == "True"
     assert c["Stalled"][0] == "False"
+
+
+# -- which changes are written at once ---------------------------------------------------------
+
+
+def cold(minutes: float, verdict: str) -> models.NimServiceStatus:
+    s = snapshot(
+        facts=[starting("a", NOW - timedelta(minutes=minutes))],
+        probes={"a": ProbeResult("a", verdict, answered=verdict != "Refused")},  # type: ignore[arg-type]
+        desired_replicas=1,
+        startup_budget=1800,
+    )
+    return status.compute(s, models.NimServiceStatus())
+
+
+def test_progress_alone_may_wait_for_the_next_write() -> None:
+    downloading = cold(1, "Refused")
+    loading = status.compute(
+        snapshot(
+            facts=[starting("a", NOW - timedelta(minutes=1))],
+            probes={"a": ProbeResult("a", "Loading")},
+            desired_replicas=1,
+            startup_budget=1800,
+        ),
+        downloading,
+    )
+    assert downloading.condition("ModelReady").reason == "Downloading"  # type: ignore[union-attr]
+    assert loading.condition("ModelReady").reason == "ModelLoading"  # type: ignore[union-attr]
+    assert not status.urgent(downloading, loading)
+
+
+def test_what_tools_act_on_is_written_at_once() -> None:
+    loading = cold(1, "Loading")
+    ready = status.compute(snapshot(), loading)
+    assert status.urgent(loading, ready), "Ready turned True"
+    assert status.urgent(models.NimServiceStatus(), loading), "the first status"
+    newer = loading.model_copy(update={"observed_generation": loading.observed_generation + 1})
+    assert status.urgent(loading, newer), "a new generation was seen"
+    rolled = ready.model_copy(
+        update={"rollout": ready.rollout.model_copy(update={"phase": "RolledBack"})}  # type: ignore[union-attr]
+    )
+    assert status.urgent(ready, rolled), "the rollout's state"
+    reworded = ready.model_copy(
+        update={"rollout": ready.rollout.model_copy(update={"message": "other words"})}  # type: ignore[union-attr]
+    )
+    assert not status.urgent(ready, reworded), "a rollout message is progress"
+    counted = ready.model_copy(
+        update={"rollout": ready.rollout.model_copy(update={"revisions": []})}  # type: ignore[union-attr]
+    )
+    assert not status.urgent(ready, counted), "so are its counts"
+    stalled = status.compute(snapshot(invalid="spec.replicas: bad"), ready)
+    other = status.compute(snapshot(invalid="x", invalid_reason="PolicyViolation"), stalled)
+    assert status.urgent(stalled, other), "a Stalled reason"

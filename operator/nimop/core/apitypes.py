@@ -372,10 +372,12 @@ def read(
         invalid = "spec is nested too deeply to read"
     except (TypeError, ValueError) as err:
         invalid = f"spec cannot be read: {err}"
-    return object_ref(body), spec, invalid, _compact(body.get("status"))
+    return object_ref(body), spec, invalid, compact_status(body)
 
 
-def _compact(raw: Any) -> bytes:
+def compact_status(body: dict[str, Any]) -> bytes:
+    """A body's status as `Parsed.stored_status` keeps it."""
+    raw = body.get("status")
     if not isinstance(raw, dict) or not raw:
         return b""
     try:

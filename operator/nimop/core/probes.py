@@ -8,9 +8,10 @@ replica that answered and stopped, so a cold start reads as a cold start.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Literal
+
+import pydantic_core
 
 Verdict = Literal["Serving", "Loading", "Refused", "Unreachable", "Mismatch"]
 
@@ -33,7 +34,7 @@ class ProbeResult:
 def served_models(body: str) -> tuple[str, ...]:
     """Model ids from a /v1/models body; lenient, since a broken body means 'serves nothing'."""
     try:
-        data = json.loads(body).get("data", [])
+        data = pydantic_core.from_json(body).get("data", [])
         return tuple(str(m["id"]) for m in data if isinstance(m, dict) and "id" in m)
     except (ValueError, AttributeError, TypeError):
         return ()

@@ -1,7 +1,8 @@
 """One reconcile pass for one NimService, in the order data flows:
 
 body -> typed object -> observations (watch-fed caches, probes) -> rollout decision -> params ->
-rendered children (once) -> server-side apply -> status -> one status patch (only if it changed)
+rendered children (once) -> server-side apply -> status -> one status patch (only if it changed,
+and not sooner than NIMOP_STATUS_COALESCE_SECONDS after the last when it only reports progress)
 and Events on transitions.
 
 Pure steps live in their own modules; this one sequences them and does the I/O. Observations
@@ -25,6 +26,7 @@ import yaml
 
 from nimop import names
 from nimop.core import autoscale, children, pods, render
+from nimop.core.apitypes import compact_status
 from nimop.core.capacity import PlacementRequest
 from nimop.core.conditions import Event, seconds_since
 from nimop.core.probes import ProbeResult
@@ -51,6 +53,7 @@ class Context:
     applier: apply.Applier
     references: References
     settings: Settings
+    gates: gates.Gates
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     last_inputs: dict[Key, tuple[object, ...]] = field(default_factory=dict)
     """What each NimService's last full pass read, when it ended steady: a pass that would
@@ -60,6 +63,9 @@ class Context:
     changes."""
     templates: dict[tuple[str, str, str], Obj] = field(default_factory=dict)
     """Pod templates of revisions rolled back to, by (namespace, name, revision): read once."""
+    written: dict[Key, datetime] = field(default_factory=dict)
+    """When each NimService's status was last written: progress-only changes wait for
+    settings.status_coalesce_seconds after it."""
 
     def depend(self, namespace: str, name: str, nim_cache: str | None) -> None:
         for key, users in list(self.dependents.items()):
@@ -74,8 +80,10 @@ class Context:
         self.depend(namespace, name, None)
         self.applier.forget(namespace, name)
         self.prober.forget(namespace, name)
+        self.gates.forget(namespace, name)
         self.references.forget(namespace, name)
         self.last_inputs.pop((namespace, name), None)
+        self.written.pop((namespace, name), None)
         for key in [k for k in self.templates if k[:2] == (namespace, name)]:
             del self.templates[key]
 
@@ -188,20 +196,13 @@ async def finish(
     obj: models.NimService,
     snap: status.Snapshot,
     extra_events: tuple[Event, ...] = (),
-) -> tuple[Outcome, models.NimServiceStatus]:
-    """Compute status, write it if it changed, post Events for what changed."""
+) -> tuple[Outcome, models.NimServiceStatus | None]:
+    """Compute status, write it if it changed, post Events for what changed. The status is
+    None when a progress-only change was held back (status.urgent): the pass runs again when
+    it may be written."""
     prev = obj.status
     new = status.compute(snap, prev)
     ref_ = obj.ref
-    fresh = await statuswrite.write(
-        ctx.api,
-        ref_,
-        names.PLURAL,
-        obj.raw_status,
-        status.to_api(new),
-        [*extra_events, *status.transitions(prev, new)],
-        snap.now,
-    )
     ready = new.condition("Ready")
     metrics.READY.labels(ref_.namespace, ref_.name).set(
         1 if ready and ready.status == "True" else 0
@@ -212,6 +213,31 @@ async def finish(
         if steady(ctx.settings, new)
         else ctx.settings.probe_interval_fast
     )
+    wanted = status.to_api(new)
+    last = ctx.written.get(ref_.key)
+    urgent = status.urgent(prev, new)
+    if last is not None and not extra_events and not urgent and wanted != obj.raw_status:
+        gap = ctx.settings.status_coalesce_seconds
+        wait = gap - (snap.now - last).total_seconds()
+        if wait > 0 or ctx.api.saturated("background"):
+            # Progress only: it waits for the gap, and while the background lane is full for
+            # another gap (a queued write would hold up this NimService's next pass).
+            metrics.PASSES.labels(names.KIND, "held").inc()
+            return Outcome(min(wait if wait > 0 else gap, interval)), None
+    fresh = await statuswrite.write(
+        ctx.api,
+        ref_,
+        names.PLURAL,
+        obj.raw_status,
+        wanted,
+        [*extra_events, *status.transitions(prev, new)],
+        snap.now,
+        lane=("urgent" if ready and ready.status == "True" else "default")
+        if urgent
+        else "background",
+    )
+    if fresh is not None:
+        ctx.written[ref_.key] = snap.now
     return Outcome(interval, fresh), new
 
 
@@ -242,7 +268,7 @@ async def reconcile(ctx: Context, obj: models.NimService) -> Outcome:
     probes = await ctx.prober.observe(
         ns, name, targets, params.API_PORT, max_age, ctx.settings.probe_interval_steady
     )
-    metrics.WRITES.labels("gate").inc(await gates.sync(ctx.api, ns, facts, probes, now))
+    metrics.WRITES.labels("gate").inc(await ctx.gates.sync(ns, name, facts, probes, now))
 
     inputs = _inputs(obj, seen, probes)
     if ctx.last_inputs.get((ns, name)) == inputs:
@@ -273,8 +299,10 @@ async def reconcile(ctx: Context, obj: models.NimService) -> Outcome:
         startup_budget=params.startup_budget_seconds(spec.probes) if spec else 0.0,
     )
     outcome, new = await _judge_and_apply(ctx, obj, snap, external)
-    if steady(ctx.settings, new):
-        ctx.last_inputs[(ns, name)] = _inputs(obj, seen, probes, new)
+    if new is not None and steady(ctx.settings, new):
+        # What the next pass will hold: the status as the write returned it, or as it was.
+        stored = obj.stored_status if outcome.body is None else compact_status(outcome.body)
+        ctx.last_inputs[(ns, name)] = _inputs(obj, seen, probes, stored)
     return outcome
 
 
@@ -282,16 +310,17 @@ def _inputs(
     obj: models.NimService,
     seen: Observed,
     probes: dict[str, ProbeResult],
-    written: models.NimServiceStatus | None = None,
+    stored: bytes | None = None,
 ) -> tuple[object, ...]:
-    """Everything a pass reads, as one comparable value. `written` is the status the pass
-    wrote: the next pass reads it back from the object. The status goes in as a digest: the
-    parsed object already holds it once, and a thousand second copies add up."""
-    stored = written if written is not None else obj.status
+    """Everything a pass reads, as one comparable value. `stored` is the status the next pass
+    will read back from the object (`obj.stored_status` when None). It goes in as a digest of
+    the stored JSON: parsing it on every pass at rest cost more than the rest of the pass, and
+    a thousand second copies add up."""
+    status_json = obj.stored_status if stored is None else stored
     return (
         obj.ref.uid,
         obj.ref.generation,
-        hashlib.blake2b(stored.model_dump_json().encode(), digest_size=16).digest(),
+        hashlib.blake2b(status_json, digest_size=16).digest(),
         seen.deployment,
         seen.replica_sets,
         tuple(seen.facts),
@@ -303,7 +332,7 @@ def _inputs(
 
 async def _judge_and_apply(
     ctx: Context, obj: models.NimService, snap: status.Snapshot, external: str | None
-) -> tuple[Outcome, models.NimServiceStatus]:
+) -> tuple[Outcome, models.NimServiceStatus | None]:
     spec = obj.spec
     prev = obj.status
     if spec is None:

@@ -154,7 +154,10 @@ def _start(inp: Inputs) -> Decision:
         )
     else:
         message = f"rolling out revision {inp.desired_revision} with strategy {strategy.kind}"
-    events.append(Event("Normal", "RolloutStarted", message))
+    if not first:
+        # A first deployment's one Event is Ready (or what stops it): a thousand NimServices
+        # created at once would otherwise post two more each, as many writes as their status.
+        events.append(Event("Normal", "RolloutStarted", message))
     if not first and strategy.kind == "OneAtATime":
         warning = "no free GPU for a surge replica: replacing one replica at a time" + (
             "; with 1 replica the service is DOWN until the new replica is ready"
@@ -247,6 +250,8 @@ def decide(inp: Inputs) -> Decision:
                 "revisions": revisions,
             }
         )
+        if prev.last_good_revision is None:
+            return Decision(status, inp.desired_revision, strategy)  # a first deployment
         event = Event("Normal", "RolloutComplete", status.message)
         return Decision(status, inp.desired_revision, strategy, (event,))
 

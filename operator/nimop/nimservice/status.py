@@ -373,6 +373,38 @@ def transitions(prev: models.NimServiceStatus, new: models.NimServiceStatus) -> 
     return events
 
 
+KSTATUS_TYPES = ("Ready", "Reconciling", "Stalled")
+
+
+def urgent(prev: models.NimServiceStatus, new: models.NimServiceStatus) -> bool:
+    """Whether `new` differs from the stored status in what kstatus, Argo CD, Flux and the
+    rollout logic act on: observedGeneration, the status of Ready, Reconciling or Stalled (and
+    a Stalled reason), the rollout's state. Anything else only reports progress (other
+    conditions, reasons, messages, counts) and may wait for the next write: while a thousand
+    NimServices converged, those writes and their echoes through every watch were half of
+    what the operator sent."""
+    if prev.observed_generation != new.observed_generation:
+        return True
+    if _rollout_state(prev.rollout) != _rollout_state(new.rollout):
+        return True
+    for type_ in KSTATUS_TYPES:
+        before, after = prev.condition(type_), new.condition(type_)
+        if before is None or after is None:
+            if before is not after:
+                return True
+            continue
+        if before.status != after.status:
+            return True
+        if type_ == "Stalled" and after.status == "True" and before.reason != after.reason:
+            return True
+    return False
+
+
+def _rollout_state(rollout: models.RolloutStatus | None) -> Obj | None:
+    """The rollout without what only reports progress (its message, per-revision counts)."""
+    return rollout.model_dump(exclude={"message", "revisions"}) if rollout is not None else None
+
+
 def to_api(status: models.NimServiceStatus) -> Obj:
     result: Obj = status.model_dump(by_alias=True, exclude_none=True, mode="json")
     return result

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from nimop.runtime import metrics
-from nimop.runtime.kube import ApiError, Kube
+from nimop.runtime.kube import ApiError, Kube, decode_json
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +283,7 @@ class Informer(Generic[T]):
                 # report recovery, then loss again on the next attempt, one pair per retry.
                 opened=lambda: self.connectivity.recovered(what),
             ):
-                event = json.loads(line)
+                event = decode_json(line)
                 kind, obj = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
                     if obj.get("code") == 410:

@@ -16,9 +16,10 @@ import asyncio
 import json
 import ssl
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
+import pydantic_core
 from kubernetes.aio import client, config
 
 from nimop.runtime import metrics
@@ -46,6 +47,17 @@ _PLURALS: dict[tuple[str, str], str] = {
     ("nimop.dev/v1alpha1", "NimService"): "nimservices",
     ("nimop.dev/v1alpha1", "NimCache"): "nimcaches",
 }
+
+
+def decode_json(raw: bytes | str) -> Any:
+    """JSON from the API server. pydantic's Rust parser takes half the time of json's, and
+    decoding watch events was the operator's largest single cost while a thousand NimServices
+    converged. It refuses nesting deeper than its own limit, which the API server accepts:
+    such an object goes to json (the recursion limit is raised for it at start-up)."""
+    try:
+        return pydantic_core.from_json(raw)
+    except ValueError:
+        return json.loads(raw)
 
 
 class ApiError(Exception):
@@ -138,6 +150,13 @@ KEEPALIVE_SECONDS = 20.0
 POOL_SIZE = 64
 """Requests in flight at once: enough to keep the API server busy at 1,000 NimServices, few
 enough that each connection's TLS buffers stay a small part of the operator's memory."""
+Lane = Literal["default", "urgent", "background"]
+LANE_SIZES: dict[Lane, int] = {"default": POOL_SIZE, "urgent": 8, "background": 8}
+"""Connections per lane. `urgent`: the writes a NimService's readiness waits on (readiness
+gates, a status turning Ready). `background`: what nothing waits on (Events, status writes
+that only report progress). With a thousand NimServices converging, one shared queue made
+every NimService's first apply, which starts its pods, wait behind hundreds of progress writes;
+the default lane keeps applies and reads moving while the background lane trickles."""
 
 
 class Kube:
@@ -149,13 +168,18 @@ class Kube:
         self._host = cfg.host.rstrip("/")
         self._proxy = cfg.proxy or None
         context = _ssl_context(cfg)
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=pool_size, ssl=context, keepalive_timeout=KEEPALIVE_SECONDS
-            ),
-            trust_env=False,
-            json_serialize=json.dumps,
-        )
+        sizes = {**LANE_SIZES, "default": pool_size}
+        self._sessions: dict[Lane, aiohttp.ClientSession] = {
+            lane: aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=size, ssl=context, keepalive_timeout=KEEPALIVE_SECONDS
+                ),
+                trust_env=False,
+            )
+            for lane, size in sizes.items()
+        }
+        self._sizes = sizes
+        self._in_flight: dict[Lane, int] = dict.fromkeys(sizes, 0)
         # Watches have their own pool, without a limit: one per kind and namespace, held for
         # minutes, they must never queue behind requests or take their slots.
         self._watch_session = aiohttp.ClientSession(
@@ -165,8 +189,13 @@ class Kube:
         )
         self._plurals = dict(_PLURALS)
 
+    def saturated(self, lane: Lane) -> bool:
+        """Every connection of the lane is taken: another request would queue."""
+        return self._in_flight[lane] >= self._sizes[lane]
+
     async def close(self) -> None:
-        await self._session.close()
+        for session in self._sessions.values():
+            await session.close()
         await self._watch_session.close()
 
     async def _headers(self, accept: str, content_type: str | None) -> dict[str, str]:
@@ -191,9 +220,11 @@ class Kube:
         timeout: float = 30.0,  # noqa: ASYNC109 (a per-request HTTP timeout, not a cancel scope)
         decode: bool = True,
         count: bool = True,
+        lane: Lane = "default",
     ) -> Obj:
-        """`count=False` leaves out of nimop_api_requests_total a request that reads no state
-        (the /livez heartbeat): that metric is how "no reads at rest" is checked.
+        """`lane` picks the connections it queues for (LANE_SIZES). `count=False` leaves out of
+        nimop_api_requests_total a request that reads no state (the /livez heartbeat): that
+        metric is how "no reads at rest" is checked.
 
         `timeout` bounds the connection and each read, not the wait for a free connection of
         the pool: while a thousand NimServices converge a request may queue for longer than
@@ -204,8 +235,9 @@ class Kube:
         data = None if body is None else json.dumps(body, separators=(",", ":"))
         if data is not None and content_type is None:
             content_type = "application/json"
+        self._in_flight[lane] += 1
         try:
-            async with self._session.request(
+            async with self._sessions[lane].request(
                 method,
                 self._host + path,
                 params=query,
@@ -220,7 +252,9 @@ class Kube:
         except (OSError, aiohttp.ClientError, TimeoutError) as err:
             # Transport failures of any kind are one thing to callers: status 0, transient.
             raise ApiError(0, f"{type(err).__name__}: {err}") from None
-        result: Obj = json.loads(raw) if raw and decode else {}
+        finally:
+            self._in_flight[lane] -= 1
+        result: Obj = decode_json(raw) if raw and decode else {}
         return result
 
     async def stream(

@@ -6,13 +6,19 @@ for reuse, so the operator's resident memory stays at its peak long after the wo
 (measured at 1,000 NimServices: 182 MiB at rest, 156 MiB after one `malloc_trim`). Trimming
 now and then returns them; it is skipped where the C library has no `malloc_trim` (musl,
 macOS).
+
+A trim is a full garbage collection and a walk of the heap: half a second of CPU at 1,000
+NimServices, so it runs only when resident memory has grown since the last one (`Trimmer`),
+never at rest.
 """
 
 from __future__ import annotations
 
 import ctypes
 import gc
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 
 def _find_malloc_trim() -> Callable[[int], int] | None:
@@ -39,3 +45,30 @@ def trim() -> bool:
         return False
     _MALLOC_TRIM(0)
     return True
+
+
+def resident_bytes() -> int | None:
+    """This process's resident set size, or None where /proc is not there."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text(encoding="ascii").split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+class Trimmer:
+    """Trims when resident memory grew by `slack` bytes since the last trim (or start)."""
+
+    def __init__(self, slack: int = 8 << 20, rss: Callable[[], int | None] = resident_bytes):
+        self._slack = slack
+        self._rss = rss
+        self._settled = 0
+
+    def maybe_trim(self) -> bool:
+        """True when it trimmed."""
+        now = self._rss()
+        if now is None or now < self._settled + self._slack:
+            return False
+        trim()
+        self._settled = self._rss() or now
+        return True

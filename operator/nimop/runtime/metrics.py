@@ -57,7 +57,8 @@ API_CONNECTED = Gauge(
 API_CONNECTED.set(1)
 PASSES = Counter(
     "nimop_passes_total",
-    "Reconcile passes by outcome: full, or skipped because nothing they read had changed",
+    "Reconcile passes by outcome: full; unchanged (nothing they read had changed); held (a "
+    "progress-only status change waits for the next write)",
     ["kind", "outcome"],
     registry=REGISTRY,
 )

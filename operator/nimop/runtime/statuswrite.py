@@ -21,16 +21,19 @@ async def write(
     wanted: dict[str, Any],
     transitions: Sequence[Event],
     now: datetime,
+    lane: kube.Lane = "default",
 ) -> dict[str, Any] | None:
-    """The object as the status patch returned it, or None when nothing was written."""
+    """The object as the status patch returned it, or None when nothing was written. `lane`:
+    which connections the status patch queues for (kube.LANE_SIZES); Events always go in the
+    background lane."""
     patch = merge_patch(stored, wanted)
     fresh: dict[str, Any] | None = None
     if patch:
         path = f"/apis/{names.API_VERSION}/namespaces/{ref.namespace}/{plural}/{ref.name}/status"
         fresh = await api.request(
-            "PATCH", path, body={"status": patch}, content_type=kube.MERGE_PATCH
+            "PATCH", path, body={"status": patch}, content_type=kube.MERGE_PATCH, lane=lane
         )
         metrics.WRITES.labels("status").inc()
     if transitions:
-        metrics.WRITES.labels("event").inc(await events.post(api, ref, transitions, now))
+        events.post_later(api, ref, transitions, now)
     return fresh
