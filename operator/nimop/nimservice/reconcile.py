@@ -216,10 +216,10 @@ async def finish(
     wanted = status.to_api(new)
     last = ctx.written.get(ref_.key)
     urgent = status.urgent(prev, new)
-    if last is not None and not extra_events and not urgent and wanted != obj.raw_status:
-        gap = ctx.settings.status_coalesce_seconds
+    gap = ctx.settings.status_coalesce_seconds
+    if gap > 0 and last is not None and not extra_events and not urgent:
         wait = gap - (snap.now - last).total_seconds()
-        if wait > 0 or ctx.api.saturated("background"):
+        if wanted != obj.raw_status and (wait > 0 or ctx.api.saturated("background")):
             # Progress only: it waits for the gap, and while the background lane is full for
             # another gap (a queued write would hold up this NimService's next pass).
             metrics.PASSES.labels(names.KIND, "held").inc()
