@@ -561,6 +561,9 @@ class Cluster:
         thousand pods created at once: two pods on 127.1.0.1, one of them crash-looping on the
         address in use). Once this pod has an address the pool exists, and every later pod
         draws from that one pool."""
+        nodes = self.topology.nodes()
+        if not nodes:
+            return  # no node to place it on yet: Karpenter adds them once pods ask
         name = "nimlab-ip-warmup"
         path = "/api/v1/namespaces/default/pods"
         pod = {
@@ -568,7 +571,7 @@ class Cluster:
             "kind": "Pod",
             "metadata": {"name": name},
             "spec": {
-                "nodeName": self.topology.nodes()[0]["metadata"]["name"],
+                "nodeName": nodes[0]["metadata"]["name"],
                 "restartPolicy": "Never",
                 "automountServiceAccountToken": False,
                 "terminationGracePeriodSeconds": 0,
