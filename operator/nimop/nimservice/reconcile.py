@@ -214,12 +214,13 @@ async def finish(
         else ctx.settings.probe_interval_fast
     )
     wanted = status.to_api(new)
+    stored = obj.raw_status  # decoded from the stored JSON on each access: once here
     last = ctx.written.get(ref_.key)
     urgent = status.urgent(prev, new)
     gap = ctx.settings.status_coalesce_seconds
     if gap > 0 and last is not None and not extra_events and not urgent:
         wait = gap - (snap.now - last).total_seconds()
-        if wanted != obj.raw_status and (wait > 0 or ctx.api.saturated("background")):
+        if wanted != stored and (wait > 0 or ctx.api.saturated("background")):
             # Progress only: it waits for the gap, and while the background lane is full for
             # another gap (a queued write would hold up this NimService's next pass).
             metrics.PASSES.labels(names.KIND, "held").inc()
@@ -228,7 +229,7 @@ async def finish(
         ctx.api,
         ref_,
         names.PLURAL,
-        obj.raw_status,
+        stored,
         wanted,
         [*extra_events, *status.transitions(prev, new)],
         snap.now,
