@@ -15,6 +15,10 @@ as a user of its own), probe requests per replica-minute, CPU and RSS. Then read
 how long after a replica's simulator turned ready its NimService is Ready, and how long after a
 Ready replica's pod lost its readiness the NimService says so.
 
+For both runs it also prints the ClusterIP allocations the API server made (its own metrics):
+it makes them one at a time, so their total time is the least either run can take, and it is
+where the operator's run is slower than the bare client's (docs/design.md, "At scale").
+
 A PNG of Available/Ready count over time for both, at each N, is written under build/bench/.
 """
 
@@ -297,13 +301,7 @@ class Operator:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def metrics(self) -> dict[str, float]:
-        text = httpx.get(self.url("/metrics"), timeout=5, trust_env=False).text
-        out: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, _, value = line.rpartition(" ")
-                out[key] = float(value)
-        return out
+        return parse_metrics(httpx.get(self.url("/metrics"), timeout=5, trust_env=False).text)
 
     def proc_stats(self) -> tuple[float, float]:
         """(RSS MiB, CPU seconds)."""
@@ -324,6 +322,33 @@ def proc_stats(pid: int) -> tuple[float, float]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return rss, cpu
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text format: series (name and labels) -> value."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            try:
+                out[key] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+ALLOCATION = "kube_apiserver_clusterip_allocator_allocation_duration_seconds"
+
+
+def allocations(lab: Cluster) -> tuple[float, float]:
+    """(ClusterIPs allocated, seconds spent allocating them) so far, from the API server's own
+    metrics. The API server allocates one ClusterIP at a time: its allocator holds one lock
+    across the IPAddress create that claims each address (`MetaAllocator.AllocateNextService`
+    in kubernetes pkg/registry/core/service/ipallocator). So the seconds spent are the least
+    time N Services take to exist, whatever the client's concurrency."""
+    with lab.api() as api:
+        found = parse_metrics(api.get("/metrics").text)
+    return metric_sum(found, ALLOCATION + "_count"), metric_sum(found, ALLOCATION + "_sum")
 
 
 def metric_sum(metrics: dict[str, float], name: str, **labels: str) -> float:
@@ -503,12 +528,25 @@ def run() -> dict[str, float]:
                 lab.create_namespace(ns, ngc_api_key="x")
             operator.start()
             for count in sorted(counts):
+                start = allocations(lab)
                 bare, bare_line = bare_run(lab, count)
+                between = allocations(lab)
                 op, op_line = operator_run(lab, operator, count)
+                end = allocations(lab)
                 timelines[count] = {"bare client": bare_line, "nimop": op_line}
                 results[f"N={count}: bare client, all Available (s)"] = bare
                 results[f"N={count}: nimop, all Ready (s)"] = op
                 results[f"N={count}: nimop / bare"] = op / bare
+                for who, (before, after) in (
+                    ("bare client", (start, between)),
+                    ("nimop", (between, end)),
+                ):
+                    if after[0] > before[0]:
+                        held = after[1] - before[1]
+                        results[f"N={count}: {who}, ClusterIP allocation, mean (ms)"] = (
+                            1000 * held / (after[0] - before[0])
+                        )
+                        results[f"N={count}: {who}, ClusterIP allocations one at a time (s)"] = held
                 if count != largest:
                     delete_nimservices(lab)
             # Idle: every NimService Ready and steady.
