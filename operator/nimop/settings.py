@@ -52,8 +52,8 @@ class Settings(BaseModel):
     status_coalesce_seconds: float = Field(default=5.0, ge=0)
     """Least seconds between two status writes of one NimService that only report progress
     (a reason or message, replica counts). What tools act on is written at once: a new
-    observedGeneration, any condition's status, a Stalled reason, the rollout. 0: every
-    change at once."""
+    observedGeneration, the status of Ready, Reconciling or Stalled, a Stalled reason, the
+    rollout (nimservice.status.urgent). 0: every change at once."""
     probe_timeout: float = Field(default=2.0, gt=0)
     probe_concurrency: int = Field(default=64, ge=1)
     probe_mode: Literal["direct", "proxy"] = "direct"

@@ -11,6 +11,8 @@ from nimop.core.probes import ProbeResult
 from nimop.runtime import kube
 from nimop.runtime.gates import Gates
 
+from . import factories
+
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
 
@@ -26,24 +28,7 @@ class Recorder:
 
 
 def pod(version: str, gate: str | None = None) -> pods.PodFacts:
-    return pods.PodFacts(
-        name="p",
-        ip="127.1.0.1",
-        revision="r",
-        model="m",
-        phase="Running",
-        terminating=False,
-        running=True,
-        ready=False,
-        gate=gate,
-        waiting_reason=None,
-        waiting_message="",
-        restarts=0,
-        unschedulable=None,
-        node="n",
-        uid="u",
-        resource_version=version,
-    )
+    return factories.pod_facts(gate=gate, uid="u", resource_version=version)
 
 
 SERVING = {"p": ProbeResult("p", "Serving", ("m",))}

@@ -16,26 +16,14 @@ from nimop.runtime.probe import DirectTransport, Prober, ProxyTransport
 from nimsim import SimConfig, Simulator
 from nimsim.app import STATE
 
+from . import factories
+
 MODEL = "meta/llama-3.1-8b-instruct"
 
 
 def target(port_owner: str = "p", restarts: int = 0) -> pods.PodFacts:
-    return pods.PodFacts(
-        name=port_owner,
-        uid=f"uid-{port_owner}",
-        ip="127.0.0.1",
-        revision="r",
-        model=MODEL,
-        phase="Running",
-        terminating=False,
-        running=True,
-        ready=False,
-        gate=None,
-        waiting_reason=None,
-        waiting_message="",
-        restarts=restarts,
-        unschedulable=None,
-        node="n",
+    return factories.pod_facts(
+        port_owner, uid=f"uid-{port_owner}", ip="127.0.0.1", model=MODEL, restarts=restarts
     )
 
 

@@ -11,6 +11,8 @@ from nimop.core import conditions, pods
 from nimop.core.probes import ProbeResult
 from nimop.nimservice import models, params, rollout
 
+from . import factories
+
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 
 
@@ -23,20 +25,15 @@ def pod(
     waiting: str | None = None,
     unschedulable: str | None = None,
 ) -> pods.PodFacts:
-    return pods.PodFacts(
-        name=name,
+    return factories.pod_facts(
+        name,
         ip="127.1.0.1" if running else None,
         revision=revision,
-        model="m",
         phase="Running" if running else "Pending",
-        terminating=False,
         running=running,
         started_once=running,
         ready=ready,
-        gate=None,
         waiting_reason=waiting,
-        waiting_message="",
-        restarts=0,
         unschedulable=unschedulable,
         node="gpu-node-0" if running else None,
     )

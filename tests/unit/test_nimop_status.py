@@ -13,6 +13,8 @@ from nimop.core.children import DeploymentFacts
 from nimop.core.probes import ProbeResult
 from nimop.nimservice import models, status
 
+from . import factories
+
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 SPEC = models.NimServiceSpec.model_validate(
     {
@@ -26,24 +28,14 @@ SPEC = models.NimServiceSpec.model_validate(
 
 def pod(name: str, revision: str = "r1", running: bool = True, **kw: Any) -> pods.PodFacts:
     fields: dict[str, Any] = {
-        "name": name,
-        "ip": "127.1.0.1",
         "revision": revision,
         "model": SPEC.model,
-        "phase": "Running",
-        "terminating": False,
         "running": running,
         "started_once": running,
         "ready": running,
-        "gate": None,
-        "waiting_reason": None,
-        "waiting_message": "",
-        "restarts": 0,
-        "unschedulable": None,
-        "node": "gpu-node-0",
+        **kw,
     }
-    fields.update(kw)
-    return pods.PodFacts(**fields)
+    return factories.pod_facts(name, **fields)
 
 
 def deployment(

@@ -225,6 +225,9 @@ async def finish(
             # another gap (a queued write would hold up this NimService's next pass).
             metrics.PASSES.labels(names.KIND, "held").inc()
             return Outcome(min(wait if wait > 0 else gap, interval)), None
+    lane: kube.Lane = "background"  # progress only
+    if urgent:
+        lane = "urgent" if ready and ready.status == "True" else "default"
     fresh = await statuswrite.write(
         ctx.api,
         ref_,
@@ -233,9 +236,7 @@ async def finish(
         wanted,
         [*extra_events, *status.transitions(prev, new)],
         snap.now,
-        lane=("urgent" if ready and ready.status == "True" else "default")
-        if urgent
-        else "background",
+        lane=lane,
     )
     if fresh is not None:
         ctx.written[ref_.key] = snap.now

@@ -103,8 +103,6 @@ class Gates:
         for result in results:
             if isinstance(result, BaseException):
                 self._sent.pop((namespace, owner), None)  # not known to be written: look again
-            if isinstance(result, kube.ApiError) and result.status != 404:
-                raise result
-            if isinstance(result, BaseException) and not isinstance(result, kube.ApiError):
-                raise result
+                if not (isinstance(result, kube.ApiError) and result.status == 404):
+                    raise result  # a pod gone meanwhile (404) needs no gate
         return len(jobs)
