@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import sys
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -22,7 +22,7 @@ from nimop import names
 from nimop.nimcache import models as cache_models
 from nimop.nimcache import reconcile as cache_reconcile
 from nimop.nimservice import models, reconcile
-from nimop.runtime import apply, gates, kube, leader, memory, metrics, probe
+from nimop.runtime import apply, credentials, gates, kube, leader, memory, metrics, probe
 from nimop.runtime.cluster import Cluster
 from nimop.runtime.references import References
 from nimop.runtime.workers import Outcome, Workers
@@ -35,39 +35,32 @@ log = logging.getLogger(__name__)
 RECURSION_LIMIT = 20_000
 
 
-SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-
-
 @kopf.on.login()
-def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
-    """In a pod, the API server named by KUBERNETES_SERVICE_HOST/PORT, else the kubeconfig.
-
-    kopf's own service-account login always dials https://kubernetes.default.svc, which
-    needs cluster DNS and ignores the address the kubelet gives every pod (the one the
-    official client uses), so the operator and its watches could reach different servers.
-    """
-    host = os.environ.get("KUBERNETES_SERVICE_HOST")
-    token = SERVICE_ACCOUNT / "token"
-    # The same choice as kube.load_configuration: an explicit KUBECONFIG wins.
-    if host and not os.environ.get("KUBECONFIG") and token.exists():
-        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-        server_host = f"[{host}]" if ":" in host else host
-        ca = SERVICE_ACCOUNT / "ca.crt"
-        namespace = SERVICE_ACCOUNT / "namespace"
-        return kopf.ConnectionInfo(
-            server=f"https://{server_host}:{port}",
-            ca_path=str(ca) if ca.exists() else None,
-            token=token.read_text(encoding="utf-8").strip() or None,
-            default_namespace=(
-                namespace.read_text(encoding="utf-8").strip() or None
-                if namespace.exists()
-                else None
-            ),
-            trust_env=settings.networking.trust_env,
-        )
-    return kopf.login_with_service_account(
-        settings=settings, **kwargs
-    ) or kopf.login_with_kubeconfig(settings=settings, **kwargs)
+def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    """The credentials the operator's own requests use (runtime/credentials.py), so that its
+    watches and its requests reach the same server as the same identity. kopf logs in again
+    when the API server answers 401, or when an exec plugin's token expires."""
+    try:
+        creds = credentials.load(os.environ.get("KUBECONFIG"))
+    except credentials.CredentialsError as err:
+        raise kopf.LoginError(str(err)) from None
+    return kopf.ConnectionInfo(
+        server=creds.server,
+        ca_path=creds.ca_file,
+        ca_data=creds.ca_pem,
+        insecure=creds.insecure,
+        certificate_path=creds.cert_file,
+        certificate_data=creds.cert_pem,
+        private_key_path=creds.key_file,
+        private_key_data=creds.key_pem,
+        token=creds.token,
+        username=creds.username,
+        password=creds.password,
+        default_namespace=creds.namespace,
+        proxy_url=creds.proxy_url,
+        trust_env=settings.networking.trust_env,
+        expiration=datetime.fromtimestamp(creds.expires, UTC) if creds.expires else None,
+    )
 
 
 @kopf.on.startup()
@@ -80,7 +73,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # The resource and namespaces are known up front; scanning would need RBAC to list
     # namespaces and CRDs, and without it kopf retries for about a minute before watching.
     settings.scanning.disabled = True
-    api = kube.Kube(await kube.load_configuration(os.environ.get("KUBECONFIG")))
+    api = kube.Kube(credentials.source(os.environ.get("KUBECONFIG")))
     transport: probe.Transport
     if config.probe_mode == "proxy":
         transport = probe.ProxyTransport(api, config.probe_timeout)

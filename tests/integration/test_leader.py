@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from nimlab.cluster import Cluster
-from nimop.runtime import kube, leader
+from nimop.runtime import credentials, kube, leader
 
 from .helpers import Kubectl, OperatorProcess, nimservice, wait_for
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def kube_api(lab: Cluster) -> AsyncIterator[kube.Kube]:
-    client = kube.Kube(await kube.load_configuration(str(lab.kubeconfig)))
+    client = kube.Kube(credentials.source(str(lab.kubeconfig)))
     yield client
     await client.close()
 

@@ -25,7 +25,7 @@ import pytest
 from nimlab.cluster import Cluster
 from nimop.nimcache import params
 from nimop.runtime import cluster as runtime_cluster
-from nimop.runtime import kube
+from nimop.runtime import credentials, kube
 
 from .helpers import IMAGE, REPO, Kubectl, OperatorProcess, wait_for
 
@@ -299,7 +299,7 @@ async def test_consumers_see_a_compact_view_and_are_woken(
     k.apply(nimcache("viewed", **spec))
     wait_condition(k, "viewed", "Stalled", "True", "ConfigMapNotFound", timeout=60)
 
-    api = kube.Kube(await kube.load_configuration(str(lab.kubeconfig)))
+    api = kube.Kube(credentials.source(str(lab.kubeconfig)))
     view = runtime_cluster.Cluster(api, (k.ns,), capacity_watch=False)
     woken: list[tuple[str, str]] = []
     view.on_nimcache_change(lambda ns, name: woken.append((ns, name)))

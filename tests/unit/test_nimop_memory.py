@@ -17,13 +17,18 @@ def test_trim_can_run_again_and_again() -> None:
     assert len(results) == 1
 
 
-def test_trims_only_after_memory_grew() -> None:
-    sizes = iter([100 << 20, 90 << 20, 95 << 20, 97 << 20, 120 << 20, 100 << 20])
-    trimmer = memory.Trimmer(slack=8 << 20, rss=lambda: next(sizes))
-    assert trimmer.maybe_trim(), "the first look trims (settled at 90 MiB after it)"
-    assert not trimmer.maybe_trim(), "95 MiB: within the slack"
-    assert not trimmer.maybe_trim(), "97 MiB: within the slack"
-    assert trimmer.maybe_trim(), "120 MiB: grew"
+def test_trims_while_memory_grows_and_once_after_it_stopped() -> None:
+    sizes = iter([100, 90, 95, 96, 97, 120, 100, 110, 101, 102, 103, 100, 104, 105])
+    trimmer = memory.Trimmer(slack=8, rss=lambda: next(sizes))
+    assert trimmer.maybe_trim(), "the first look trims (settled at 90 after it)"
+    assert not trimmer.maybe_trim(), "95: the first quiet look"
+    assert trimmer.maybe_trim(), "96: the second quiet look, the settling trim (settled at 97)"
+    assert trimmer.maybe_trim(), "120: grew (settled at 100)"
+    assert trimmer.maybe_trim(), "110: grew again (settled at 101)"
+    assert not trimmer.maybe_trim(), "102: quiet"
+    assert trimmer.maybe_trim(), "103: quiet again, settling (settled at 100)"
+    assert not trimmer.maybe_trim(), "104: at rest, nothing"
+    assert not trimmer.maybe_trim(), "105: at rest, nothing"
 
 
 def test_resident_size_is_read_where_proc_exists() -> None:

@@ -1,7 +1,7 @@
 """Kubernetes API access by REST path, on one aiohttp session the operator owns.
 
-Credentials come from the official client's configuration loaders (in-cluster service account
-with token refresh, or a kubeconfig), but requests go straight through aiohttp: the operator
+Credentials come from `credentials` (the service account in a pod, else a kubeconfig), the
+same ones kopf's watches use. Requests go straight through aiohttp: the operator
 applies whatever kinds its (possibly admin-supplied) templates render, with server-side apply,
 status patches, metadata-only reads and watch streams, which the generated per-kind methods
 cover unevenly and slowly. The session does not consult the environment for proxies or
@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 import aiohttp
 import pydantic_core
-from kubernetes.aio import client, config
 
-from nimop.runtime import metrics
+from nimop.runtime import credentials, metrics
 
 Obj = dict[str, Any]
 
@@ -58,6 +56,16 @@ def decode_json(raw: bytes | str) -> Any:
         return pydantic_core.from_json(raw)
     except ValueError:
         return json.loads(raw)
+
+
+def encode_json(body: Any) -> bytes:
+    """A request body. pydantic's Rust serialiser takes a third of json's time (sending the
+    Deployments and status patches of a thousand converging NimServices spent 4% of the
+    operator's CPU in json); what it refuses (nesting beyond its limit) goes to json."""
+    try:
+        return pydantic_core.to_json(body)
+    except ValueError:
+        return json.dumps(body, separators=(",", ":")).encode()
 
 
 class ApiError(Exception):
@@ -118,32 +126,8 @@ class ApiError(Exception):
         )
 
 
-async def load_configuration(kubeconfig: str | None = None) -> client.Configuration:
-    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or the file)."""
-    cfg = client.Configuration()
-    if kubeconfig is None:
-        try:
-            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-            return cfg
-        except config.ConfigException:
-            pass
-    await config.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=kubeconfig, client_configuration=cfg
-    )
-    return cfg
-
-
 def api_prefix(api_version: str) -> str:
     return "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-
-
-def _ssl_context(cfg: client.Configuration) -> ssl.SSLContext | bool:
-    if not cfg.verify_ssl:
-        return False
-    context = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
-    if cfg.cert_file:
-        context.load_cert_chain(cfg.cert_file, cfg.key_file or None)
-    return context
 
 
 KEEPALIVE_SECONDS = 20.0
@@ -160,14 +144,16 @@ the default lane keeps applies and reads moving while the background lane trickl
 
 
 class Kube:
-    def __init__(self, cfg: client.Configuration, pool_size: int = POOL_SIZE) -> None:
+    def __init__(self, source: credentials.Source, pool_size: int = POOL_SIZE) -> None:
         """Up to `pool_size` requests in flight (watches aside, which hold a connection each).
         An idle connection closes after KEEPALIVE_SECONDS: each holds TLS buffers of about
         300 KiB, and at rest nothing but the watches needs one."""
-        self._cfg = cfg
-        self._host = cfg.host.rstrip("/")
-        self._proxy = cfg.proxy or None
-        context = _ssl_context(cfg)
+        self._credentials = source
+        self._refreshing = asyncio.Lock()
+        creds = source.current
+        self._host = creds.server.rstrip("/")
+        self._proxy = creds.proxy_url
+        context = creds.ssl_context()
         sizes = {**LANE_SIZES, "default": pool_size}
         self._sessions: dict[Lane, aiohttp.ClientSession] = {
             lane: aiohttp.ClientSession(
@@ -202,10 +188,13 @@ class Kube:
         headers = {"Accept": accept}
         if content_type:
             headers["Content-Type"] = content_type
-        settings: dict[str, Any] = dict(await self._cfg.auth_settings())
-        for setting in settings.values():
-            if setting.get("in") == "header" and setting.get("value"):
-                headers[str(setting["key"])] = str(setting["value"])
+        if self._credentials.due():
+            # In a thread: an exec plugin (`aws eks get-token`) takes a second. Once, however
+            # many requests find the token due at the same time.
+            async with self._refreshing:
+                if self._credentials.due():
+                    await asyncio.to_thread(self._credentials.refresh)
+        headers.update(self._credentials.current.headers())
         return headers
 
     async def request(
@@ -232,7 +221,7 @@ class Kube:
         server half done (504 "context canceled"), each retried, which only added load."""
         if count:
             metrics.API_REQUESTS.labels(method).inc()
-        data = None if body is None else json.dumps(body, separators=(",", ":"))
+        data = None if body is None else encode_json(body)
         if data is not None and content_type is None:
             content_type = "application/json"
         self._in_flight[lane] += 1

@@ -9,7 +9,9 @@ macOS).
 
 A trim is a full garbage collection and a walk of the heap: half a second of CPU at 1,000
 NimServices, so it runs only when resident memory has grown since the last one (`Trimmer`),
-never at rest.
+and once more when the growth has stopped: most of what converging allocated is freed after the
+last trim that growth triggers (at 1,000 NimServices, one trim at rest took 190 MiB to 169).
+Then never again at rest.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def _find_malloc_trim() -> Callable[[int], int] | None:
 
 
 _MALLOC_TRIM = _find_malloc_trim()
+SETTLING_LOOKS = 2
 
 
 def trim() -> bool:
@@ -57,18 +60,31 @@ def resident_bytes() -> int | None:
 
 
 class Trimmer:
-    """Trims when resident memory grew by `slack` bytes since the last trim (or start)."""
+    """Trims when resident memory grew by `slack` bytes since the last trim (or start), and
+    once more at the second look after that which finds no such growth: by then the work has
+    been over for a whole interval, and the API connections it opened have closed."""
 
     def __init__(self, slack: int = 8 << 20, rss: Callable[[], int | None] = resident_bytes):
         self._slack = slack
         self._rss = rss
         self._settled = 0
+        self._quiet_looks: int | None = None
+        """Looks without growth since the last growth; None once the settling trim ran."""
 
     def maybe_trim(self) -> bool:
         """True when it trimmed."""
         now = self._rss()
-        if now is None or now < self._settled + self._slack:
+        if now is None:
             return False
+        if now >= self._settled + self._slack:
+            self._quiet_looks = 0
+        elif self._quiet_looks is None:
+            return False
+        else:
+            self._quiet_looks += 1
+            if self._quiet_looks < SETTLING_LOOKS:
+                return False
+            self._quiet_looks = None
         trim()
         self._settled = self._rss() or now
         return True
