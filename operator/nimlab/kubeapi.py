@@ -1,10 +1,10 @@
 """Minimal async Kubernetes REST access for the lab's own processes (pod runner, service proxy).
 
 The lab talks to a control plane it started itself, with a token it wrote itself, so a few typed
-calls are enough; the operator proper uses the official client. They go through aiohttp's
-client, whose C-accelerated HTTP parsing costs a fifth of httpx's CPU per request (0.8 ms
-against 3.6 ms per pod status PATCH, measured on the lab): the pod runner makes thousands of
-them when a thousand pods start. Proxies and ~/.netrc are never consulted (`trust_env=False`).
+calls are enough. They go through aiohttp's client, whose C-accelerated HTTP parsing costs a
+fifth of httpx's CPU per request (0.8 ms against 3.6 ms per pod status PATCH, measured on the
+lab): the pod runner makes thousands of them when a thousand pods start. Proxies and ~/.netrc
+are never consulted (`trust_env=False`).
 
 Errors: a response of 400 or more raises `ApiError` (with its status); a request that could not
 be made or answered (connection refused or reset, a time-out) raises `ApiUnavailable`, which is

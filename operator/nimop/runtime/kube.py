@@ -59,7 +59,7 @@ def decode_json(raw: bytes | str) -> Any:
 
 
 def encode_json(body: Any) -> bytes:
-    """A request body. pydantic's Rust serialiser takes a third of json's time (sending the
+    """A request body. pydantic's Rust serialiser takes under a quarter of json's time (sending the
     Deployments and status patches of a thousand converging NimServices spent 4% of the
     operator's CPU in json); what it refuses (nesting beyond its limit) goes to json."""
     try:
