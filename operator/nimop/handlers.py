@@ -36,14 +36,13 @@ RECURSION_LIMIT = 20_000
 
 
 @kopf.on.login()
-def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
-    """The credentials the operator's own requests use (runtime/credentials.py), so that its
-    watches and its requests reach the same server as the same identity. kopf logs in again
-    when the API server answers 401, or when an exec plugin's token expires."""
-    try:
-        creds = credentials.load(os.environ.get("KUBECONFIG"))
-    except credentials.CredentialsError as err:
-        raise kopf.LoginError(str(err)) from None
+def login(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """The credentials the operator's own requests use (runtime/credentials.py, loaded at
+    start-up, which kopf runs first), so that its watches and its requests reach the same
+    server as the same identity. kopf logs in again when the API server answers 401 or an
+    exec plugin's token expires: loading them again then serves the requests too."""
+    source: credentials.Source = memo.credentials
+    creds = source.refresh()
     return kopf.ConnectionInfo(
         server=creds.server,
         ca_path=creds.ca_file,
@@ -73,7 +72,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # The resource and namespaces are known up front; scanning would need RBAC to list
     # namespaces and CRDs, and without it kopf retries for about a minute before watching.
     settings.scanning.disabled = True
-    api = kube.Kube(credentials.source(os.environ.get("KUBECONFIG")))
+    memo.credentials = credentials.source(os.environ.get("KUBECONFIG"))
+    api = kube.Kube(memo.credentials)
     transport: probe.Transport
     if config.probe_mode == "proxy":
         transport = probe.ProxyTransport(api, config.probe_timeout)
