@@ -531,12 +531,17 @@ def run() -> dict[str, float]:
                 start = allocations(lab)
                 bare, bare_line = bare_run(lab, count)
                 between = allocations(lab)
+                _, cpu_before = operator.proc_stats()
                 op, op_line = operator_run(lab, operator, count)
+                _, cpu_after = operator.proc_stats()
                 end = allocations(lab)
                 timelines[count] = {"bare client": bare_line, "nimop": op_line}
                 results[f"N={count}: bare client, all Available (s)"] = bare
                 results[f"N={count}: nimop, all Ready (s)"] = op
                 results[f"N={count}: nimop / bare"] = op / bare
+                results[f"N={count}: nimop, operator CPU while converging (s)"] = (
+                    cpu_after - cpu_before
+                )
                 for who, (before, after) in (
                     ("bare client", (start, between)),
                     ("nimop", (between, end)),

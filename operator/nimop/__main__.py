@@ -63,7 +63,6 @@ def _run(args: argparse.Namespace) -> int:
     if settings.log_level.upper() != "DEBUG":
         # kopf reports every watch event it dispatches; the operator logs what matters itself.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per probe otherwise
         logging.getLogger(KOPF_WATCH_LOGGER).addFilter(QuietWatchRetries())
     logging.getLogger().setLevel(settings.log_level.upper())
     kopf.run(

@@ -192,13 +192,14 @@ async def test_a_replica_keeps_its_connection_and_a_gone_one_is_closed() -> None
     transport = DirectTransport(timeout=1.0, idle_seconds=0.2)
     try:
         first = await transport.get("ns", target(), sims[0].port, "/v1/models")
-        pool = transport._pool(f"127.0.0.1:{sims[0].port}").transport
-        await transport.get("ns", target(), sims[0].port, "/v1/models")
+        second = await transport.get("ns", target(), sims[0].port, "/v1/models")
+        assert first == second
         assert first[0] == 200
-        assert len(pool._pool.connections) == 1, "the second probe reused the first connection"
+        assert MODEL in served_models(first[1])
+        assert len(transport) == 1, "the second probe reused the first connection"
         await asyncio.sleep(0.3)
         await transport.get("ns", target(), sims[1].port, "/v1/models")
-        assert list(transport._pools) == [f"127.0.0.1:{sims[1].port}"], "the idle pool closed"
+        assert len(transport) == 1, "the idle replica's connection closed"
     finally:
         await transport.aclose()
         for s in sims:

@@ -674,3 +674,12 @@ def test_params_that_differ_anywhere_render_apart() -> None:
     other = replace(base, env=[*base.env, {"name": "X", "value": "1"}])
     assert render.plan(base, params.RESOURCE) != render.plan(other, params.RESOURCE)
     assert render.plan(replace(base), params.RESOURCE) == render.plan(base, params.RESOURCE)
+
+
+def test_a_known_plan_is_only_what_was_rendered() -> None:
+    """A pass decides from the known plan whether to render; looking never renders."""
+    fresh = replace(build(MINIMAL), env=[{"name": "KNOWN_PLAN", "value": "only after render"}])
+    assert render.known_plan(fresh, params.RESOURCE) is None
+    assert render.known_plan(fresh, params.RESOURCE) is None
+    objects = render.render(fresh, params.RESOURCE)
+    assert render.known_plan(fresh, params.RESOURCE) == render.plan_of(objects)

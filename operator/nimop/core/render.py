@@ -264,6 +264,11 @@ def plan_of(objects: tuple[Obj, ...] | list[Obj]) -> Plan:
     )
 
 
+def known_plan(params: Any, resource: str, templates_dir: Path | None = None) -> Plan | None:
+    """What `render` produced for these params, if it is still remembered; never renders."""
+    return _PLANS.get(_key(params, resource, templates_dir or default_templates_dir()))
+
+
 def plan(params: Any, resource: str, templates_dir: Path | None = None) -> Plan:
     """What `render` would produce, as (apiVersion, kind, name, content hash): rendered at most
     once per params, then remembered."""

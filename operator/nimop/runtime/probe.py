@@ -8,7 +8,7 @@ ready is verified at once. A replica that served at its last probe is asked only
 `GET /v1/models` (200 with the model listed is all Serving needs); the others go through
 /v1/health/ready first, to tell loading from broken.
 
-One set of pooled HTTP clients and one semaphore serve every NimService, so probing hundreds
+One HTTP client and one semaphore serve every NimService, so probing hundreds
 of replicas costs a bounded number of sockets, and connections stay open between rounds. Two
 transports: direct to the pod IP (the operator runs in the cluster), or through the API
 server's pod proxy (the operator runs outside it and cannot reach pod IPs).
@@ -17,19 +17,17 @@ server's pod proxy (the operator runs outside it and cannot reach pod IPs).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
-import ssl
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import httpx
 
 from nimop.core import pods
 from nimop.core.probes import ProbeResult, judge_models, judge_ready, no_answer
-from nimop.runtime import kube, metrics
+from nimop.runtime import httpget, kube, metrics
 
 Key = tuple[str, str]  # namespace, owner
 
@@ -44,88 +42,26 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _host(ip: str) -> str:
-    return f"[{ip}]" if ipaddress.ip_address(ip).version == 6 else ip
-
-
 class DirectTransport:
-    """One small httpx connection pool per replica address, used without the client layer.
-
-    Per address, because httpcore checks every connection of a pool on each request (a poll
-    system call and a dictionary of socket attributes each): with shared pools of 16, those
-    checks were a quarter of a probe's CPU. Each replica keeps its keep-alive connection from
-    one round to the next (a probe on a fresh connection cost 2.1 ms of CPU, on a kept one
-    1.0; an idle connection holds about 12 KiB), and a pool unused for `idle_seconds` (its
-    pod is gone) is closed. Probes are plain HTTP, yet every httpx transport builds a TLS
-    context with the CA bundle loaded (0.7 MiB): all of them share one. The client layer (URL
-    merging, cookies, auth, redirects, event hooks) was a third of a probe's CPU, and a probe
-    needs none of it."""
+    """Straight to the pod IP, one kept-alive connection per replica (runtime/httpget.py); a
+    connection unused for `idle_seconds` (its pod is gone) is closed."""
 
     def __init__(self, timeout: float, idle_seconds: float = 300.0) -> None:
-        # No pool time-out: the Prober's semaphore bounds waiting requests, and a probe that
-        # waited for a connection must not read as an unreachable replica.
-        self._extensions = {"timeout": httpx.Timeout(timeout, pool=None).as_dict()}
-        self._idle = idle_seconds
-        self._tls = ssl.create_default_context()
-        self._pools: dict[str, _Pool] = {}
-        self._swept = time.monotonic()
+        self._client = httpget.Client(timeout, idle_seconds)
 
-    def _pool(self, address: str) -> _Pool:
-        found = self._pools.get(address)
-        if found is None:
-            found = self._pools[address] = _Pool(
-                httpx.AsyncHTTPTransport(
-                    verify=self._tls,
-                    limits=httpx.Limits(
-                        max_connections=2,  # a replica is asked at most two things at once
-                        max_keepalive_connections=1,
-                        keepalive_expiry=self._idle,  # longer than the steady interval
-                    ),
-                    trust_env=False,
-                )
-            )
-        found.used = time.monotonic()
-        return found
-
-    async def _sweep(self) -> None:
-        now = time.monotonic()
-        if now - self._swept < self._idle / 4:
-            return
-        self._swept = now
-        stale = [a for a, pool in self._pools.items() if now - pool.used > self._idle]
-        for address in stale:
-            await self._pools.pop(address).transport.aclose()
+    def __len__(self) -> int:
+        """Connections kept."""
+        return len(self._client)
 
     async def get(
         self, namespace: str, pod: pods.PodFacts, port: int, path: str
     ) -> tuple[int, str]:
         assert pod.ip is not None
-        await self._sweep()
-        address = f"{_host(pod.ip)}:{port}"
-        pool = self._pool(address)
-        url = pool.urls.get(path)
-        if url is None:
-            url = pool.urls[path] = httpx.URL(f"http://{address}{path}")
-        request = httpx.Request("GET", url, extensions=self._extensions)
-        response = await pool.transport.handle_async_request(request)
-        try:
-            await response.aread()
-        finally:
-            await response.aclose()
-        return response.status_code, response.text
+        status, body = await self._client.get(pod.ip, port, path)
+        return status, body.decode("utf-8", errors="replace")
 
     async def aclose(self) -> None:
-        pools, self._pools = self._pools, {}
-        for pool in pools.values():
-            await pool.transport.aclose()
-
-
-@dataclass
-class _Pool:
-    transport: httpx.AsyncHTTPTransport
-    used: float = 0.0
-    urls: dict[str, httpx.URL] = field(default_factory=dict)
-    """Parsed once: parsing a URL was a tenth of a probe's CPU."""
+        await self._client.aclose()
 
 
 class ProxyTransport:
