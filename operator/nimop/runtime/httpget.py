@@ -16,6 +16,7 @@ from "it stopped answering" the same way whichever transport they use.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import h11
@@ -131,29 +132,23 @@ class Client:
         address = (ip, port)
         host = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
         kept = self._kept.pop(address, None)
+        if kept is not None and not kept.reusable():
+            kept.close()
+            kept = None
         connecting = False
         try:
             async with asyncio.timeout(self._timeout):
-                if kept is not None and kept.reusable():
-                    try:
-                        return self._keep(address, kept, await kept.get(host, path))
-                    except _ClosedError:
-                        pass  # closed by the server as the request went out: once more, afresh
-                    finally:
-                        if not kept.reusable() or self._kept.get(address) is not kept:
-                            kept.close()
-                elif kept is not None:
-                    kept.close()
+                if kept is not None:
+                    # Closed by the server as the request went out: once more, afresh.
+                    with contextlib.suppress(_ClosedError):
+                        return await self._exchange(address, kept, host, path)
                 connecting = True
                 conn = await self._connect(ip, port)
                 connecting = False
                 try:
-                    return self._keep(address, conn, await conn.get(host, path))
+                    return await self._exchange(address, conn, host, path)
                 except _ClosedError:
                     raise httpx.RemoteProtocolError(f"{host} closed without an answer") from None
-                finally:
-                    if self._kept.get(address) is not conn:
-                        conn.close()
         except TimeoutError as err:
             what = httpx.ConnectTimeout if connecting else httpx.ReadTimeout
             raise what(f"no answer from {host} within {self._timeout}s") from err
@@ -168,12 +163,21 @@ class Client:
             raise httpx.ConnectError(f"{ip}:{port}: {err}") from err
         return conn
 
-    def _keep(
-        self, address: tuple[str, int], conn: _Connection, answer: tuple[int, bytes]
+    async def _exchange(
+        self, address: tuple[str, int], conn: _Connection, host: str, path: str
     ) -> tuple[int, bytes]:
+        """One request on `conn`, which is then kept for the address if it may be (and none
+        is yet), else closed; also when the request fails or is cancelled."""
+        try:
+            answer = await conn.get(host, path)
+        except BaseException:
+            conn.close()
+            raise
         if conn.reusable() and address not in self._kept:
             conn.used = time.monotonic()
             self._kept[address] = conn
+        else:
+            conn.close()
         return answer
 
     def _sweep(self) -> None:

@@ -10,7 +10,7 @@ macOS).
 A trim is a full garbage collection and a walk of the heap: half a second of CPU at 1,000
 NimServices, so it runs only when resident memory has grown since the last one (`Trimmer`),
 and once more when the growth has stopped: most of what converging allocated is freed after the
-last trim that growth triggers (at 1,000 NimServices, one trim at rest took 195 MiB to 169).
+last trim that growth triggers (at 1,000 NimServices, one trim at rest took 153 MiB to 126).
 Then never again at rest.
 """
 

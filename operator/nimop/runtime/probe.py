@@ -88,8 +88,8 @@ class ProxyTransport:
 
 
 def _refused(err: BaseException) -> bool:
-    """Whether nothing listens: connection refused somewhere in the error's causes (httpx
-    wraps it in 'All connection attempts failed'), or the API server's proxy saying so."""
+    """Whether nothing listens: connection refused somewhere in the error's causes (the probe
+    client's ConnectError has the OS error as its cause), or the API server's proxy saying so."""
     seen: BaseException | None = err
     for _ in range(8):
         if seen is None:
